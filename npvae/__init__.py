@@ -1,0 +1,52 @@
+"""npvae: a Variational Autoencoder from scratch in NumPy, every gradient by hand.
+
+``import npvae`` is light: the model, its Numba kernels and the datasets are
+imported on first use. :func:`warmup` compiles (or loads from the on-disk
+cache) every kernel up front.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "VAE": ("vae", "VAE"),
+    "Dense": ("layers", "Dense"),
+    "Activation": ("layers", "Activation"),
+    "Adam": ("optim", "Adam"),
+    "SGD": ("optim", "SGD"),
+    "train": ("train", "train"),
+    "resume": ("train", "resume"),
+    "TrainingDivergedError": ("train", "TrainingDivergedError"),
+    "TrainingInterrupted": ("train", "TrainingInterrupted"),
+    "gradcheck": ("gradcheck", "gradcheck"),
+    "check_vjp": ("gradcheck", "check_vjp"),
+    "numerical_gradient": ("gradcheck", "numerical_gradient"),
+    "save_checkpoint": ("checkpoint", "save_checkpoint"),
+    "load_checkpoint": ("checkpoint", "load_checkpoint"),
+    "DataFileError": ("errors", "DataFileError"),
+    "ChecksumError": ("errors", "ChecksumError"),
+    "CheckpointError": ("errors", "CheckpointError"),
+    "warmup": ("_warmup", "warmup"),
+}
+_SUBMODULES = {"datasets", "kernels", "reference", "layers", "optim", "vae", "checkpoint", "errors"}
+
+__all__ = sorted(_LAZY) + sorted(_SUBMODULES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'npvae' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

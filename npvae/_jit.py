@@ -1,0 +1,41 @@
+"""The one place that decides how npvae's kernels are compiled.
+
+Every kernel in :mod:`npvae.kernels` is written as a plain Python function
+and wrapped here, once, by :func:`jit`. Keeping the flags in one place means
+the whole library changes together, and ``NUMBA_DISABLE_JIT=1`` turns every
+kernel back into the plain Python it was written as (the tests run that way
+too).
+
+Flags
+-----
+``cache=True``
+    compiled machine code is stored next to the source (``__pycache__``), so
+    only the first run on a machine pays the compile time.
+``fastmath``
+    a chosen subset of LLVM's fast-math flags. ``nnan`` and ``ninf`` are left
+    out on purpose: with them LLVM may assume no NaN or infinity exists and
+    delete the very checks that catch a diverging run. ``reassoc`` lets
+    reductions (sums) vectorize; ``contract`` allows fused multiply-add;
+    ``arcp`` and ``nsz`` allow division by reciprocal and ignoring the sign of
+    zero; ``afn`` allows faster approximations of math functions.
+``error_model="numpy"``
+    division by zero gives inf/nan as in NumPy instead of raising, and keeps
+    the checks that would otherwise block vectorization out of the loops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+FASTMATH: frozenset[str] = frozenset({"reassoc", "contract", "arcp", "nsz", "afn"})
+CACHE: bool = True
+
+
+def jit(func: F) -> F:
+    """Compile ``func`` with npvae's flags; compilation happens on first call."""
+    import numba
+
+    return numba.njit(cache=CACHE, fastmath=set(FASTMATH), error_model="numpy", nogil=True)(func)

@@ -1,0 +1,117 @@
+"""Input checks shared by every public entry point.
+
+Each check raises ``TypeError`` for a wrong type and ``ValueError`` for a
+wrong value, with a message that names the argument, what was expected and
+what was given, so a learner's mistake surfaces at the call they made and not
+as a traceback from deep inside NumPy or Numba.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable
+
+import numpy as np
+
+
+def _describe(x: object) -> str:
+    if isinstance(x, np.ndarray):
+        return f"array of shape {x.shape} and dtype {x.dtype}"
+    return f"{type(x).__name__} {x!r}"[:120]
+
+
+def check_data(name: str, x: object, *, width: int | None = None, ndim: int = 2,
+               unit_range: bool = False, dtype: np.dtype | type | None = None) -> np.ndarray:
+    """Check a data array and return it as a C-contiguous array of ``dtype``.
+
+    Parameters
+    ----------
+    name
+        The argument's name, used in messages.
+    x
+        What the user passed.
+    width
+        Required size of the last axis (the number of features), if known.
+    ndim
+        Required number of dimensions.
+    unit_range
+        Require every value in [0, 1] (pixel intensities for the Bernoulli
+        decoder).
+    dtype
+        Convert to this float dtype (a copy only when the dtype or layout
+        differs). ``None`` keeps the array's own float dtype.
+
+    Raises
+    ------
+    TypeError
+        Not an ndarray, or not floating point (integer pixels 0..255 must be
+        scaled to [0, 1] first: ``x / 255.0``).
+    ValueError
+        Wrong rank or width, empty, NaN or infinity, or outside [0, 1].
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {_describe(x)}")
+    if not np.issubdtype(x.dtype, np.floating):
+        hint = " (scale integer pixels to [0, 1] first, e.g. x / 255.0)" if np.issubdtype(x.dtype, np.integer) else ""
+        raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}{hint}")
+    if x.ndim != ndim:
+        want = f"(n, {width})" if ndim == 2 and width is not None else f"{ndim} dimensions"
+        raise ValueError(f"{name} must have shape {want}, got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty (shape {x.shape}); need at least one row")
+    if width is not None and x.shape[-1] != width:
+        raise ValueError(f"{name} must have {width} columns (shape (n, {width})), got shape {x.shape}")
+    lo, hi = float(np.min(x)), float(np.max(x))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
+    if unit_range and (lo < 0.0 or hi > 1.0):
+        raise ValueError(
+            f"{name} must lie in [0, 1] for the Bernoulli likelihood, got values in [{lo:g}, {hi:g}]"
+            + (" (divide by 255?)" if hi > 1.0 else ""))
+    if dtype is not None:
+        x = np.ascontiguousarray(x, dtype=dtype)
+    return np.ascontiguousarray(x)
+
+
+def check_int(name: str, v: object, *, minimum: int = 1) -> int:
+    """An integer (not bool) no smaller than ``minimum``."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {_describe(v)}")
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return int(v)
+
+
+def check_float(name: str, v: object, *, minimum: float = 0.0, inclusive: bool = False,
+                maximum: float | None = None) -> float:
+    """A finite real number above ``minimum`` (or at it, if ``inclusive``)."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {_describe(v)}")
+    v = float(v)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if v < minimum or (v == minimum and not inclusive):
+        raise ValueError(f"{name} must be {'>=' if inclusive else '>'} {minimum:g}, got {v:g}")
+    if maximum is not None and v >= maximum:
+        raise ValueError(f"{name} must be < {maximum:g}, got {v:g}")
+    return v
+
+
+def check_choice(name: str, v: object, choices: Iterable[str]) -> str:
+    """One of a fixed set of strings."""
+    choices = tuple(choices)
+    if v not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {v!r}")
+    return str(v)
+
+
+def check_dtype(name: str, dtype: object) -> np.dtype:
+    """float32 or float64."""
+    try:
+        dt = np.dtype(dtype)  # type: ignore[call-overload]
+    except TypeError as exc:
+        raise TypeError(f"{name} must be np.float32 or np.float64, got {dtype!r}") from exc
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"{name} must be np.float32 or np.float64, got {dt}")
+    return dt

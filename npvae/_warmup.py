@@ -1,0 +1,34 @@
+"""Compile every kernel once, up front."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def warmup() -> float:
+    """Compile (or load from Numba's on-disk cache) every kernel for float32 and float64.
+
+    Returns the seconds it took. The first call on a machine compiles
+    (seconds); later processes load the cached machine code (well under a
+    second). Without this, each kernel compiles on first use.
+    """
+    from .optim import SGD, Adam
+    from .vae import VAE
+
+    t0 = time.perf_counter()
+    for dtype in (np.float32, np.float64):
+        for likelihood, activation in (("bernoulli", "relu"), ("gaussian", "tanh")):
+            vae = VAE(6, (5,), 2, likelihood=likelihood, activation=activation, dtype=dtype, seed=0)
+            x = np.full((3, 6), 0.5, dtype)
+            vae.loss_and_grads(x)
+            vae.reconstruct(x)
+            Adam().step(vae.params, vae.grads)
+            SGD(0.1, 0.9).step(vae.params, vae.grads)
+    from . import kernels
+    for dtype in (np.float32, np.float64):
+        a = np.ones(4, dtype)
+        kernels.scale_inplace(a, dtype(1))
+        kernels.sum_squares(a)
+    return time.perf_counter() - t0

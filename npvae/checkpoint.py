@@ -1,0 +1,176 @@
+"""Saving and loading models and training checkpoints as ``.npz`` files.
+
+A file holds named arrays only: ``param/<name>`` for each parameter,
+``opt/<name>`` for optimizer state in a training checkpoint, and small JSON
+documents stored as unicode arrays (``meta``). Nothing is pickled: loading
+never runs code from the file. Writes are atomic (temporary file, fsync,
+rename), so an interrupted save leaves the previous file intact.
+
+Loading checks everything before trusting it: that the file is a zip of
+``.npy`` members, that each member's header declares no more bytes than the
+member holds (so a corrupt header cannot make us allocate gigabytes), the
+format name and version, and that every array's shape and dtype match the
+architecture in the metadata. Each failure is a :class:`CheckpointError`
+naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._atomic import atomic_writer
+from .errors import CheckpointError
+
+if TYPE_CHECKING:
+    from .vae import VAE
+
+FORMAT = "npvae"
+VERSION = 1
+_MAX_MEMBERS = 10_000
+
+
+def _json_array(doc: dict) -> np.ndarray:
+    return np.array(json.dumps(doc, sort_keys=True))
+
+
+def _write(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> None:
+    with atomic_writer(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def save_model(vae: VAE, path: str | os.PathLike[str]) -> None:
+    """Write ``vae``'s architecture and parameters to ``path`` (``.npz``), atomically."""
+    meta = {"format": FORMAT, "version": VERSION, "kind": "model", "config": vae.config()}
+    arrays = {f"param/{k}": v for k, v in vae.params.items()}
+    arrays["meta"] = _json_array(meta)
+    _write(path, arrays)
+
+
+def save_checkpoint(path: str | os.PathLike[str], vae: VAE, optimizer: Any, progress: dict) -> None:
+    """Write a training checkpoint: model, optimizer state and ``progress`` (JSON-able), atomically."""
+    meta = {"format": FORMAT, "version": VERSION, "kind": "checkpoint", "config": vae.config(),
+            "optimizer": optimizer.config(), "progress": progress}
+    arrays = {f"param/{k}": v for k, v in vae.params.items()}
+    arrays.update({f"opt/{k}": v for k, v in optimizer.state_arrays().items()})
+    arrays["meta"] = _json_array(meta)
+    _write(path, arrays)
+
+
+def _read_members(path: Path) -> dict[str, np.ndarray]:
+    """Every array in the ``.npz``, each checked against its member's size before reading."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise CheckpointError(f"{path}: not an .npz file (not a valid zip archive: {exc})") from exc
+    arrays: dict[str, np.ndarray] = {}
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > _MAX_MEMBERS:
+            raise CheckpointError(f"{path}: {len(infos)} members is too many for an npvae file")
+        for info in infos:
+            if not info.filename.endswith(".npy"):
+                raise CheckpointError(f"{path}: member {info.filename!r} is not a .npy array")
+            try:
+                with zf.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    shape, fortran, dtype = np.lib.format._read_array_header(fh, version)  # noqa: SLF001
+                    if dtype.hasobject:
+                        raise CheckpointError(f"{path}: member {info.filename!r} holds Python objects; refusing to load")
+                    declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                    if declared > info.file_size:
+                        raise CheckpointError(
+                            f"{path}: member {info.filename!r} declares {shape} {dtype} "
+                            f"({declared} bytes) but holds only {info.file_size} bytes: corrupt")
+                with zf.open(info) as fh:
+                    arrays[info.filename[:-4]] = np.lib.format.read_array(fh, allow_pickle=False)
+            except CheckpointError:
+                raise
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, TypeError,
+                    SyntaxError, UnicodeDecodeError, RuntimeError, OverflowError, MemoryError) as exc:
+                raise CheckpointError(f"{path}: member {info.filename!r} is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
+    return arrays
+
+
+def _read_meta(path: Path, arrays: dict[str, np.ndarray]) -> dict:
+    if "meta" not in arrays:
+        raise CheckpointError(f"{path}: not an npvae file (no 'meta' entry)")
+    meta_arr = arrays["meta"]
+    if meta_arr.dtype.kind != "U" or meta_arr.shape != ():
+        raise CheckpointError(f"{path}: 'meta' entry is not a JSON string")
+    try:
+        meta = json.loads(str(meta_arr))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: 'meta' entry is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an npvae file (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{path}: format version {meta.get('version')!r} is not supported by this npvae "
+                              f"(reads version {VERSION}); save it again with a matching npvae version")
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{path}: metadata has no model configuration")
+    return meta
+
+
+def _build_model(path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> VAE:
+    from .vae import VAE
+
+    try:
+        vae = VAE(**meta["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: stored model configuration is invalid ({exc})") from exc
+    stored = {k[len("param/"):] for k in arrays if k.startswith("param/")}
+    if stored != set(vae.params):
+        missing, extra = sorted(set(vae.params) - stored), sorted(stored - set(vae.params))
+        raise CheckpointError(f"{path}: parameters do not match the architecture (missing {missing}, unexpected {extra})")
+    for name, p in vae.params.items():
+        a = arrays[f"param/{name}"]
+        if a.shape != p.shape or a.dtype != p.dtype:
+            raise CheckpointError(f"{path}: parameter {name!r} has shape {a.shape} and dtype {a.dtype}, "
+                                  f"but the architecture needs {p.shape} and {p.dtype}")
+        if not np.all(np.isfinite(a)):
+            raise CheckpointError(f"{path}: parameter {name!r} contains NaN or infinite values")
+        p[...] = a
+    return vae
+
+
+def load_model(path: str | os.PathLike[str]) -> VAE:
+    """Rebuild the model stored in a model file or a training checkpoint."""
+    path = Path(path)
+    arrays = _read_members(path)
+    return _build_model(path, _read_meta(path, arrays), arrays)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[VAE, Any, dict]:
+    """``(vae, optimizer, progress)`` from a file written by :func:`save_checkpoint`."""
+    from .optim import SGD, Adam
+
+    path = Path(path)
+    arrays = _read_members(path)
+    meta = _read_meta(path, arrays)
+    if meta.get("kind") != "checkpoint":
+        raise CheckpointError(f"{path}: holds a model only, not a training checkpoint (no optimizer state)")
+    vae = _build_model(path, meta, arrays)
+    opt_cfg = dict(meta.get("optimizer") or {})
+    try:
+        name = opt_cfg.pop("name")
+        optimizer = {"Adam": Adam, "SGD": SGD}[name](**opt_cfg)
+        state = {k[len("opt/"):]: v for k, v in arrays.items() if k.startswith("opt/")}
+        optimizer.load_state_arrays(state)
+        for key, st in optimizer.state.items():
+            for s, a in st.items():
+                if key not in vae.params or a.shape != vae.params[key].shape or a.dtype != vae.params[key].dtype:
+                    raise ValueError(f"state {key}.{s} does not match the model")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: optimizer state is invalid ({type(exc).__name__}: {exc})") from exc
+    progress = meta.get("progress")
+    if not isinstance(progress, dict):
+        raise CheckpointError(f"{path}: checkpoint has no training progress")
+    return vae, optimizer, progress

@@ -1,0 +1,385 @@
+"""Fused elementwise kernels around the matrix products (Numba).
+
+Each function here is plain Python over arrays, compiled once by
+:func:`npvae._jit.jit` on first call. Each reads and writes every array as
+few times as it can: the bias add and the activation happen in one pass, the
+activation's backward and the bias gradient in one pass, the Bernoulli loss
+and its gradient in one pass, and so on. :mod:`npvae.reference` holds the
+plain NumPy version of each, and the tests check that the two agree.
+
+Conventions
+-----------
+* Scalars are passed already cast to the arrays' dtype by the caller: a
+  Python float in a float32 loop would promote it to float64 and halve the
+  SIMD width.
+* Sums that become a loss are accumulated in float64 whatever the dtype.
+* ``kind`` selects the activation (see :data:`ACTIVATIONS`); the branch on it
+  sits outside the loops so each loop stays simple enough to vectorize.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._jit import jit
+
+IDENTITY, RELU, LEAKY_RELU, TANH, SIGMOID, SOFTPLUS = range(6)
+
+#: Activation names and the integer code the kernels use for each.
+ACTIVATIONS: dict[str, int] = {
+    "identity": IDENTITY,
+    "relu": RELU,
+    "leaky_relu": LEAKY_RELU,
+    "tanh": TANH,
+    "sigmoid": SIGMOID,
+    "softplus": SOFTPLUS,
+}
+
+
+def _exp_nonpositive(x: float) -> float:
+    """``exp(x)`` for ``x <= 0`` in float64, written so that loops vectorize.
+
+    Numba's ``math.exp`` is a scalar libm call that stops a loop from using
+    SIMD. This version reduces ``x = k ln 2 + r`` with ``|r| <= ln(2)/2``
+    (Cody-Waite: ln 2 split in two parts so ``r`` is exact), evaluates a
+    degree-13 Taylor polynomial of ``exp(r)`` (truncation below 1e-17), and
+    builds ``2**-k`` from its bits. Relative error is below 1e-15; arguments
+    below -708 are clamped (their exp, < 1e-307, is negligible next to 1
+    wherever npvae uses it).
+    """
+    x = max(x, -708.0)
+    ki = np.int64(x * -1.4426950408889634 + 0.5)
+    k = np.float64(ki)
+    r = (x + k * 0.6931471803691238) + k * 1.9082149292705877e-10
+    p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6 + r * (1.0 / 24 + r * (
+        1.0 / 120 + r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (
+            1.0 / 362880 + r * (1.0 / 3628800 + r * (1.0 / 39916800 + r * (
+                1.0 / 479001600 + r / 6227020800.0))))))))))))
+    return p * np.int64((1023 - ki) << 52).view(np.float64)
+
+
+_exp_nonpositive = jit(_exp_nonpositive)
+
+
+def _activate(v: float, kind: int, alpha: float) -> float:
+    """One activation value; ``kind`` is constant over the calling loop."""
+    if kind == RELU:
+        return max(v, 0.0)
+    if kind == LEAKY_RELU:
+        return v if v > 0 else alpha * v
+    if kind == TANH:
+        return math.tanh(v)
+    if kind == SIGMOID:
+        if v >= 0:
+            return 1.0 / (1.0 + math.exp(-v))
+        e = math.exp(v)
+        return e / (1.0 + e)
+    if kind == SOFTPLUS:
+        return max(v, 0.0) + math.log1p(math.exp(-abs(v)))
+    return v
+
+
+_activate = jit(_activate)
+
+
+def bias_act_forward(pre: np.ndarray, b: np.ndarray, out: np.ndarray, kind: int, alpha: float) -> None:
+    """``out = f(pre + b)`` row by row; ``out`` may be ``pre`` (in place).
+
+    ``pre``, ``out``: (n, d); ``b``: (d,). ReLU and identity get their own
+    loops because they are the hot path and vectorize; the others call
+    :func:`_activate`.
+    """
+    n, d = pre.shape
+    if kind == RELU:
+        zero = pre.dtype.type(0)
+        for r in range(n):
+            for j in range(d):
+                out[r, j] = max(pre[r, j] + b[j], zero)
+    elif kind == IDENTITY:
+        for r in range(n):
+            for j in range(d):
+                out[r, j] = pre[r, j] + b[j]
+    else:
+        for r in range(n):
+            for j in range(d):
+                out[r, j] = _activate(pre[r, j] + b[j], kind, alpha)
+
+
+bias_act_forward = jit(bias_act_forward)
+
+
+def act_backward(dy: np.ndarray, y: np.ndarray, dpre: np.ndarray, db: np.ndarray, kind: int, alpha: float) -> None:
+    """``dpre = dy * f'(.)`` from the cached output ``y``, and ``db = sum_rows dpre``.
+
+    The derivative is written in terms of the output (docs/derivation.md,
+    Eqs. (A1)-(A6)), so forward caches only ``y``. ``dpre`` may be ``dy``.
+    """
+    n, d = dy.shape
+    zero = db.dtype.type(0)
+    one = db.dtype.type(1)
+    for j in range(d):
+        db[j] = zero
+    if kind == RELU:
+        for r in range(n):
+            for j in range(d):
+                g = dy[r, j] if y[r, j] > zero else zero
+                dpre[r, j] = g
+                db[j] += g
+    elif kind == IDENTITY:
+        for r in range(n):
+            for j in range(d):
+                g = dy[r, j]
+                dpre[r, j] = g
+                db[j] += g
+    else:
+        for r in range(n):
+            for j in range(d):
+                v = y[r, j]
+                if kind == LEAKY_RELU:
+                    s = one if v > zero else alpha
+                elif kind == TANH:
+                    s = one - v * v
+                elif kind == SIGMOID:
+                    s = v * (one - v)
+                else:  # softplus: sigmoid(x) = 1 - exp(-y)
+                    s = -math.expm1(-v)
+                g = dy[r, j] * s
+                dpre[r, j] = g
+                db[j] += g
+
+
+act_backward = jit(act_backward)
+
+
+_CHUNK = 256  # columns per running product in bernoulli_nll: 2**256 cannot overflow float64
+
+
+def bernoulli_nll(logits: np.ndarray, x: np.ndarray, dlogits: np.ndarray, scale: float, db: np.ndarray) -> float:
+    r"""Bernoulli negative log-likelihood with logits, its gradient and bias gradient, in one pass.
+
+    .. math::
+        \ell = \sum_{r,j} \max(l_{rj}, 0) - x_{ij} l_{rj} + \log(1 + e^{-|l_{rj}|}),
+        \qquad
+        \mathrm{dlogits}_{rj} = s\,(\sigma(l_{rj}) - x_{ij})
+
+    (docs/derivation.md, Eq. (B1)), with ``i = r mod B`` so that the ``L``
+    Monte Carlo samples of an example (rows ``l*B + i``) share its pixels.
+    One ``t = exp(-|l|)`` serves the loss and the gradient, and the sum of
+    ``log1p(t)`` is taken as the log of a running product (one ``log`` per
+    256 columns instead of one per element).
+
+    Parameters
+    ----------
+    logits : (L*B, P)
+    x : (B, P), targets in [0, 1]
+    dlogits : (L*B, P), output; may be ``logits`` itself
+    scale : float, ``s`` above, 1 / (B L) for the mean negative ELBO
+    db : (P,), output: column sums of ``dlogits``
+
+    Returns
+    -------
+    float
+        the summed negative log-likelihood, in float64.
+    """
+    n, p = logits.shape
+    bx = x.shape[0]
+    zero = db.dtype.type(0)
+    for j in range(p):
+        db[j] = zero
+    total = 0.0
+    for r in range(n):
+        i = r % bx
+        row = 0.0
+        for c0 in range(0, p, _CHUNK):
+            c1 = min(c0 + _CHUNK, p)
+            prod = 1.0
+            for j in range(c0, c1):
+                lv = np.float64(logits[r, j])
+                xv = np.float64(x[i, j])
+                t = _exp_nonpositive(-abs(lv))
+                prod *= 1.0 + t
+                row += max(lv, 0.0) - xv * lv
+                s = 1.0 / (1.0 + t)
+                sig = s if lv >= 0 else t * s
+                g = (sig - xv) * scale
+                dlogits[r, j] = g
+                db[j] += g
+            row += math.log(prod)
+        total += row
+    return total
+
+
+bernoulli_nll = jit(bernoulli_nll)
+
+
+def gaussian_sq_err(mean: np.ndarray, x: np.ndarray, dmean: np.ndarray, scale: float, db: np.ndarray) -> float:
+    r"""Squared error of a Gaussian decoder, its gradient and bias gradient, in one pass.
+
+    Returns :math:`\sum_{r,j} (x_{ij} - m_{rj})^2` (float64) and writes
+    :math:`\mathrm{dmean}_{rj} = s\,(m_{rj} - x_{ij})` with
+    :math:`s = 1/(\sigma_{dec}^2 B L)` (docs/derivation.md, Eq. (G1)); the
+    caller adds the constant terms of the log-density. ``i = r mod B`` as in
+    :func:`bernoulli_nll`. Shapes: mean, dmean (L*B, P); x (B, P); db (P,).
+    """
+    n, p = mean.shape
+    bx = x.shape[0]
+    zero = db.dtype.type(0)
+    for j in range(p):
+        db[j] = zero
+    total = 0.0
+    for r in range(n):
+        i = r % bx
+        row = 0.0
+        for j in range(p):
+            diff = mean[r, j] - x[i, j]
+            row += np.float64(diff) * np.float64(diff)
+            g = diff * scale
+            dmean[r, j] = g
+            db[j] += g
+        total += row
+    return total
+
+
+gaussian_sq_err = jit(gaussian_sq_err)
+
+
+def reparam_kl_forward(ml: np.ndarray, eps: np.ndarray, z: np.ndarray, sigma: np.ndarray) -> float:
+    r"""Reparameterized samples and the KL to the prior, in one pass.
+
+    With ``mu = ml[:, :K]`` and ``logvar = ml[:, K:]``:
+
+    .. math::
+        \sigma = e^{\mathrm{logvar}/2}, \quad
+        z_{lB+i} = \mu_i + \sigma_i \odot \epsilon_{l,i}, \quad
+        \mathrm{KL} = \tfrac12 \sum_{i,k} \mu_{ik}^2 + \sigma_{ik}^2 - 1 - \mathrm{logvar}_{ik}
+
+    (docs/derivation.md, Eqs. (R1) and (K1)). Shapes: ml (B, 2K); eps
+    (L, B, K); z (L*B, K) output; sigma (B, K) output, cached for backward.
+    Returns the KL summed over the batch, in float64.
+    """
+    b, k2 = ml.shape
+    k = k2 // 2
+    n_samples = eps.shape[0]
+    total = 0.0
+    for i in range(b):
+        for c in range(k):
+            mu = ml[i, c]
+            lv = ml[i, k + c]
+            s = np.exp(lv * ml.dtype.type(0.5))
+            sigma[i, c] = s
+            total += 0.5 * (np.float64(mu) * mu + np.float64(s) * s - 1.0 - lv)
+            for l in range(n_samples):
+                z[l * b + i, c] = mu + s * eps[l, i, c]
+    return total
+
+
+reparam_kl_forward = jit(reparam_kl_forward)
+
+
+def reparam_kl_backward(dz: np.ndarray, eps: np.ndarray, ml: np.ndarray, sigma: np.ndarray,
+                        dml: np.ndarray, db: np.ndarray, kl_scale: float) -> None:
+    r"""Gradient of the loss with respect to ``[mu | logvar]``, and the head's bias gradient.
+
+    .. math::
+        \mathrm{dmu} = \sum_l \mathrm{dz}_l + c\,\mu, \qquad
+        \mathrm{dlogvar} = \sum_l \mathrm{dz}_l \odot \epsilon_l \odot \sigma / 2
+                           + c\,(\sigma^2 - 1)/2
+
+    with ``c = beta / B`` (docs/derivation.md, Eqs. (R1), (K1)). Shapes: dz
+    (L*B, K); eps (L, B, K); ml, dml (B, 2K); sigma (B, K) from forward; db
+    (2K,) output, the column sums of ``dml``.
+    """
+    b, k2 = ml.shape
+    k = k2 // 2
+    n_samples = eps.shape[0]
+    half = ml.dtype.type(0.5)
+    zero = ml.dtype.type(0)
+    for j in range(k2):
+        db[j] = zero
+    for i in range(b):
+        for c in range(k):
+            s = sigma[i, c]
+            gmu = kl_scale * ml[i, c]
+            glv = kl_scale * half * (s * s - 1)
+            for l in range(n_samples):
+                g = dz[l * b + i, c]
+                gmu += g
+                glv += g * eps[l, i, c] * s * half
+            dml[i, c] = gmu
+            dml[i, k + c] = glv
+            db[c] += gmu
+            db[k + c] += glv
+
+
+reparam_kl_backward = jit(reparam_kl_backward)
+
+
+def adam_update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, step: float,
+                b1: float, one_minus_b1: float, b2: float, one_minus_b2: float,
+                inv_bc2: float, eps: float) -> float:
+    r"""One Adam step over a flat parameter array, in place, in one pass.
+
+    .. math::
+        m \leftarrow \beta_1 m + (1-\beta_1) g, \quad
+        v \leftarrow \beta_2 v + (1-\beta_2) g^2, \quad
+        p \leftarrow p - \frac{\eta}{1-\beta_1^t} \frac{m}{\sqrt{v/(1-\beta_2^t)} + \epsilon}
+
+    which is the textbook bias-corrected update (docs/derivation.md, Eq. (O1))
+    with ``step = lr / (1 - beta1**t)`` and ``inv_bc2 = 1 / (1 - beta2**t)``.
+    All arrays 1-D and of one length. Returns ``sum(g**2)`` in float64, so
+    the caller sees a non-finite gradient without another pass.
+    """
+    sq = 0.0
+    for j in range(p.size):
+        gj = g[j]
+        sq += np.float64(gj) * gj
+        mj = b1 * m[j] + one_minus_b1 * gj
+        vj = b2 * v[j] + one_minus_b2 * (gj * gj)
+        m[j] = mj
+        v[j] = vj
+        p[j] -= step * mj / (np.sqrt(vj * inv_bc2) + eps)
+    return sq
+
+
+adam_update = jit(adam_update)
+
+
+def sgd_momentum_update(p: np.ndarray, g: np.ndarray, buf: np.ndarray, lr: float, momentum: float) -> float:
+    r"""One SGD-with-momentum step, in place: :math:`b \leftarrow \mu b + g,\ p \leftarrow p - \eta b`.
+
+    (docs/derivation.md, Eq. (O2); PyTorch's convention.) 1-D arrays of one
+    length. Returns ``sum(g**2)`` in float64.
+    """
+    sq = 0.0
+    for j in range(p.size):
+        gj = g[j]
+        sq += np.float64(gj) * gj
+        bj = momentum * buf[j] + gj
+        buf[j] = bj
+        p[j] -= lr * bj
+    return sq
+
+
+sgd_momentum_update = jit(sgd_momentum_update)
+
+
+def scale_inplace(a: np.ndarray, factor: float) -> None:
+    """``a *= factor`` for a flat array (used by gradient clipping)."""
+    for j in range(a.size):
+        a[j] *= factor
+
+
+scale_inplace = jit(scale_inplace)
+
+
+def sum_squares(a: np.ndarray) -> float:
+    """``sum(a**2)`` of a flat array, accumulated in float64."""
+    s = 0.0
+    for j in range(a.size):
+        s += np.float64(a[j]) * a[j]
+    return s
+
+
+sum_squares = jit(sum_squares)

@@ -1,0 +1,116 @@
+"""Plain NumPy versions of every kernel in :mod:`npvae.kernels`.
+
+These are the definitions: short, allocating freely, written to be read next
+to docs/derivation.md. The tests check each fast kernel against its twin
+here in float32 and float64. They return new arrays instead of writing into
+outputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def activate(x: np.ndarray, name: str, alpha: float = 0.01) -> np.ndarray:
+    """Activation ``f(x)`` by name (docs/derivation.md, Eqs. (A1)-(A6))."""
+    if name == "relu":
+        return np.maximum(x, 0)
+    if name == "leaky_relu":
+        return np.where(x > 0, x, alpha * x)
+    if name == "tanh":
+        return np.tanh(x)
+    if name == "sigmoid":
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    if name == "softplus":
+        return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+    if name == "identity":
+        return x.copy()
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def activation_grad_from_output(y: np.ndarray, name: str, alpha: float = 0.01) -> np.ndarray:
+    """``f'(x)`` expressed through the output ``y = f(x)`` (Eqs. (A1)-(A6))."""
+    if name == "relu":
+        return (y > 0).astype(y.dtype)
+    if name == "leaky_relu":
+        return np.where(y > 0, 1, alpha).astype(y.dtype)
+    if name == "tanh":
+        return 1 - y * y
+    if name == "sigmoid":
+        return y * (1 - y)
+    if name == "softplus":
+        return -np.expm1(-y)
+    if name == "identity":
+        return np.ones_like(y)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def bias_act_forward(pre: np.ndarray, b: np.ndarray, name: str, alpha: float = 0.01) -> np.ndarray:
+    """``f(pre + b)``."""
+    return activate(pre + b, name, alpha)
+
+
+def act_backward(dy: np.ndarray, y: np.ndarray, name: str, alpha: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """``(dpre, db)`` with ``dpre = dy * f'`` and ``db`` its column sums."""
+    dpre = dy * activation_grad_from_output(y, name, alpha)
+    return dpre, dpre.sum(axis=0)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function."""
+    return activate(x, "sigmoid")
+
+
+def bernoulli_nll(logits: np.ndarray, x: np.ndarray, scale: float) -> tuple[float, np.ndarray, np.ndarray]:
+    """``(sum of -log p(x|z), dlogits, db)`` for logits (L*B, P) and x (B, P) (Eq. (B1))."""
+    xt = np.tile(x, (logits.shape[0] // x.shape[0], 1))
+    loss = np.sum(np.maximum(logits, 0) - xt * logits + np.log1p(np.exp(-np.abs(logits))), dtype=np.float64)
+    d = (sigmoid(logits) - xt) * scale
+    return float(loss), d, d.sum(axis=0)
+
+
+def gaussian_sq_err(mean: np.ndarray, x: np.ndarray, scale: float) -> tuple[float, np.ndarray, np.ndarray]:
+    """``(sum (x - m)^2, dmean, db)`` with ``dmean = scale * (m - x)`` (Eq. (G1))."""
+    xt = np.tile(x, (mean.shape[0] // x.shape[0], 1))
+    diff = mean - xt
+    d = diff * scale
+    return float(np.sum(diff.astype(np.float64) ** 2)), d, d.sum(axis=0)
+
+
+def reparam_kl_forward(ml: np.ndarray, eps: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """``(KL summed over the batch, z (L*B, K), sigma (B, K))`` (Eqs. (R1), (K1))."""
+    k = ml.shape[1] // 2
+    mu, logvar = ml[:, :k], ml[:, k:]
+    sigma = np.exp(logvar / 2)
+    z = (mu[None] + sigma[None] * eps).reshape(-1, k)
+    kl = 0.5 * np.sum(mu.astype(np.float64) ** 2 + sigma.astype(np.float64) ** 2 - 1 - logvar)
+    return float(kl), z, sigma
+
+
+def reparam_kl_backward(dz: np.ndarray, eps: np.ndarray, ml: np.ndarray, sigma: np.ndarray,
+                        kl_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(dml, db)``: gradient with respect to ``[mu | logvar]`` and its column sums."""
+    n_samples, b, k = eps.shape
+    dz3 = dz.reshape(n_samples, b, k)
+    dmu = dz3.sum(axis=0) + kl_scale * ml[:, :k]
+    dlogvar = (dz3 * eps).sum(axis=0) * sigma / 2 + kl_scale * (sigma**2 - 1) / 2
+    dml = np.concatenate([dmu, dlogvar], axis=1)
+    return dml, dml.sum(axis=0)
+
+
+def adam_update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, t: int, lr: float,
+                b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Textbook bias-corrected Adam step ``t`` (1-based); returns new ``(p, m, v)`` (Eq. (O1))."""
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    m_hat = m / (1 - b1**t)
+    v_hat = v / (1 - b2**t)
+    return p - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
+
+
+def sgd_momentum_update(p: np.ndarray, g: np.ndarray, buf: np.ndarray, lr: float,
+                        momentum: float) -> tuple[np.ndarray, np.ndarray]:
+    """SGD with momentum; returns new ``(p, buf)`` (Eq. (O2))."""
+    buf = momentum * buf + g
+    return p - lr * buf, buf

@@ -1,0 +1,309 @@
+"""The Variational Autoencoder: encoder, reparameterization, decoder, negative ELBO.
+
+The computational graph (docs/derivation.md, Eq. (E1)) for a batch of B
+examples, L Monte Carlo samples each, latent size K and P pixels::
+
+    x (B, P) -> Dense+f ... -> head Dense -> [mu | logvar] (B, 2K)
+             -> z = mu + exp(logvar / 2) * eps   (L*B, K), row l*B + i
+             -> Dense+f ... -> out Dense -> logits or mean (L*B, P)
+             -> -log p(x | z), and beta * KL(q(z|x) || N(0, I)) from mu, logvar
+
+and back again in reverse order, each step through its own hand-written
+backward.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import kernels
+from ._validate import check_choice, check_data, check_dtype, check_float, check_int
+from .layers import Dense
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+_EVAL_CHUNK = 1024
+
+
+class VAE:
+    """A Variational Autoencoder with a diagonal Gaussian encoder.
+
+    Parameters
+    ----------
+    input_dim
+        Features per example (784 for MNIST).
+    hidden_dims
+        Hidden layer sizes of the encoder; the decoder mirrors them.
+    latent_dim
+        K, the size of z.
+    likelihood
+        ``"bernoulli"`` (logits, inputs in [0, 1]) or ``"gaussian"`` (mean,
+        fixed standard deviation ``sigma_dec``).
+    activation
+        Activation of every hidden layer (see :data:`npvae.kernels.ACTIVATIONS`).
+    beta
+        Weight of the KL term (1 gives the ELBO).
+    n_samples
+        L, the Monte Carlo samples of z per example.
+    seed
+        Seeds the Generator used for the initial weights and for the noise
+        when ``eps`` is not given.
+    dtype
+        ``np.float32`` (fast) or ``np.float64`` (for gradient checks).
+    sigma_dec
+        Standard deviation of the Gaussian decoder.
+    alpha
+        Negative slope of ``leaky_relu``.
+
+    Attributes
+    ----------
+    params : dict[str, np.ndarray]
+        Every trainable array, by name (``encoder.0.W``, ..., ``encoder.head.b``,
+        ``decoder.0.W``, ..., ``decoder.out.b``). The head's weight has 2K
+        columns: the first K give ``mu``, the last K give ``logvar``.
+    """
+
+    def __init__(self, input_dim: int, hidden_dims: Sequence[int] = (400,), latent_dim: int = 20,
+                 likelihood: str = "bernoulli", activation: str = "relu", beta: float = 1.0,
+                 n_samples: int = 1, seed: int | None = 0, dtype: np.dtype | type = np.float32,
+                 sigma_dec: float = 1.0, alpha: float = 0.01) -> None:
+        self.input_dim = check_int("input_dim", input_dim)
+        if isinstance(hidden_dims, (int, np.integer)):
+            hidden_dims = (int(hidden_dims),)
+        self.hidden_dims = tuple(check_int("hidden_dims[]", h) for h in hidden_dims)
+        self.latent_dim = check_int("latent_dim", latent_dim)
+        self.likelihood = check_choice("likelihood", likelihood, LIKELIHOODS)
+        self.activation = check_choice("activation", activation, kernels.ACTIVATIONS)
+        self.beta = check_float("beta", beta, minimum=0.0, inclusive=True)
+        self.n_samples = check_int("n_samples", n_samples)
+        self.dtype = check_dtype("dtype", dtype)
+        self.sigma_dec = check_float("sigma_dec", sigma_dec, minimum=0.0)
+        self.alpha = check_float("alpha", alpha, minimum=0.0)
+        if seed is not None:
+            seed = check_int("seed", seed, minimum=0)
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+
+        dims = (self.input_dim, *self.hidden_dims)
+        mk = lambda i, o, act: Dense(i, o, act, self.rng, self.dtype, self.alpha)  # noqa: E731
+        self.encoder = [mk(dims[i], dims[i + 1], activation) for i in range(len(self.hidden_dims))]
+        self.head = mk(dims[-1], 2 * self.latent_dim, "identity")
+        rdims = (self.latent_dim, *self.hidden_dims[::-1])
+        self.decoder = [mk(rdims[i], rdims[i + 1], activation) for i in range(len(self.hidden_dims))]
+        self.out = mk(rdims[-1], self.input_dim, "identity")
+
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}  # owned by the layers, overwritten by each step
+        for name, layer in self._named_layers():
+            for k in ("W", "b"):
+                self.params[f"{name}.{k}"] = layer.params[k]
+                self.grads[f"{name}.{k}"] = layer.grads[k]
+        self._noise: dict[int, dict[str, np.ndarray]] = {}
+
+    # ------------------------------------------------------------------ structure
+    def _named_layers(self) -> list[tuple[str, Dense]]:
+        return ([(f"encoder.{i}", l) for i, l in enumerate(self.encoder)] + [("encoder.head", self.head)]
+                + [(f"decoder.{i}", l) for i, l in enumerate(self.decoder)] + [("decoder.out", self.out)])
+
+    def config(self) -> dict:
+        """The constructor arguments, enough to rebuild the architecture."""
+        return {"input_dim": self.input_dim, "hidden_dims": list(self.hidden_dims),
+                "latent_dim": self.latent_dim, "likelihood": self.likelihood,
+                "activation": self.activation, "beta": self.beta, "n_samples": self.n_samples,
+                "seed": self.seed, "dtype": self.dtype.name, "sigma_dec": self.sigma_dec,
+                "alpha": self.alpha}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"VAE({args})"
+
+    @property
+    def n_params(self) -> int:
+        """Number of trainable scalars."""
+        return sum(p.size for p in self.params.values())
+
+    # ------------------------------------------------------------------ checks
+    def _check_x(self, x: object, name: str = "x") -> np.ndarray:
+        return check_data(name, x, width=self.input_dim, unit_range=self.likelihood == "bernoulli",
+                          dtype=self.dtype)
+
+    def _check_eps(self, eps: object, batch: int) -> np.ndarray:
+        if not isinstance(eps, np.ndarray):
+            raise TypeError(f"eps must be a NumPy array, got {type(eps).__name__}")
+        shape3 = (self.n_samples, batch, self.latent_dim)
+        if eps.shape == shape3[1:]:
+            eps = eps[None]
+        if eps.shape != shape3:
+            want = f"({batch}, {self.latent_dim})" + (f" or {shape3}" if self.n_samples == 1 else "")
+            if self.n_samples > 1:
+                want = str(shape3)
+            raise ValueError(f"eps must have shape {want} (n_samples, batch, latent_dim), got {eps.shape}")
+        if not np.all(np.isfinite(eps)):
+            raise ValueError("eps contains NaN or infinite values")
+        return np.ascontiguousarray(eps, dtype=self.dtype)
+
+    # ------------------------------------------------------------------ the step
+    def _noise_buffers(self, batch: int) -> dict[str, np.ndarray]:
+        buf = self._noise.get(batch)
+        if buf is None:
+            if len(self._noise) >= 6:
+                self._noise.pop(next(iter(self._noise)))
+            k, l_ = self.latent_dim, self.n_samples
+            buf = {"eps": np.empty((l_, batch, k), self.dtype), "z": np.empty((l_ * batch, k), self.dtype),
+                   "sigma": np.empty((batch, k), self.dtype)}
+            self._noise[batch] = buf
+        return buf
+
+    def _encode_raw(self, x: np.ndarray) -> np.ndarray:
+        h = x
+        for layer in self.encoder:
+            h = layer.forward(h)
+        return self.head.forward(h)
+
+    def _decode_raw(self, z: np.ndarray) -> np.ndarray:
+        h = z
+        for layer in self.decoder:
+            h = layer.forward(h)
+        return self.out.forward(h)
+
+    def _loss_terms(self, x: np.ndarray, eps: np.ndarray | None, rng: np.random.Generator,
+                    backward: bool) -> tuple[float, float]:
+        """Forward (and backward) pass on a checked batch; returns (mean NLL, mean KL).
+
+        Fills ``self.grads`` when ``backward``. Allocates nothing once the
+        workspaces for this batch size exist.
+        """
+        b, l_ = x.shape[0], self.n_samples
+        nb = self._noise_buffers(b)
+        if eps is None:
+            rng.standard_normal(out=nb["eps"], dtype=self.dtype)
+            eps = nb["eps"]
+        ml = self._encode_raw(x)
+        kl_sum = kernels.reparam_kl_forward(ml, eps, nb["z"], nb["sigma"])
+        out = self._decode_raw(nb["z"])
+        dout = self.out.pre_activation_grad_buffer(out.shape[0])
+        if self.likelihood == "bernoulli":
+            nll_sum = kernels.bernoulli_nll(out, x, dout, self.dtype.type(1.0 / (b * l_)), self.out.grads["b"])
+        else:
+            s2 = self.sigma_dec**2
+            sq = kernels.gaussian_sq_err(out, x, dout, self.dtype.type(1.0 / (s2 * b * l_)), self.out.grads["b"])
+            nll_sum = sq / (2 * s2) + out.size * (math.log(self.sigma_dec) + 0.5 * math.log(2 * math.pi))
+        if backward:
+            d = self.out.backward_affine(dout)
+            for layer in reversed(self.decoder):
+                d = layer.backward(d)
+            dml = self.head.pre_activation_grad_buffer(b)
+            kernels.reparam_kl_backward(d, eps, ml, nb["sigma"], dml, self.head.grads["b"],
+                                        self.dtype.type(self.beta / b))
+            d = self.head.backward_affine(dml, need_dx=bool(self.encoder))
+            for i in range(len(self.encoder) - 1, -1, -1):
+                d = self.encoder[i].backward(d, need_dx=i > 0)
+        return nll_sum / (b * l_), kl_sum / b
+
+    def _step(self, x: np.ndarray, eps: np.ndarray | None = None, rng: np.random.Generator | None = None) -> float:
+        """Loss and gradients into ``self.grads`` for a checked batch, without copies (training's path)."""
+        nll, kl = self._loss_terms(x, eps, rng if rng is not None else self.rng, backward=True)
+        return nll + self.beta * kl
+
+    # ------------------------------------------------------------------ public API
+    def loss_and_grads(self, x: np.ndarray, eps: np.ndarray | None = None) -> tuple[float, dict[str, np.ndarray]]:
+        """Mean negative ELBO over the batch and its gradient for every parameter.
+
+        Parameters
+        ----------
+        x : (B, input_dim) float array
+            In [0, 1] for the Bernoulli likelihood.
+        eps : optional (B, latent_dim), or (n_samples, B, latent_dim)
+            Fixed standard-normal noise for the reparameterization; drawn from
+            the model's Generator when omitted. Fixing it makes the loss a
+            deterministic function of the parameters (for gradient checks).
+
+        Returns
+        -------
+        loss : float
+            Mean negative ELBO in nats per example (docs/derivation.md, Eq. (E1)).
+        grads : dict[str, np.ndarray]
+            Same keys and shapes as :attr:`params`; fresh copies the caller owns.
+        """
+        x = self._check_x(x)
+        if eps is not None:
+            eps = self._check_eps(eps, x.shape[0])
+        loss = self._step(x, eps)
+        return loss, {k: g.copy() for k, g in self.grads.items()}
+
+    def loss_terms(self, x: np.ndarray, eps: np.ndarray | None = None) -> tuple[float, float]:
+        """``(reconstruction, kl)``: mean negative log-likelihood and mean KL per example.
+
+        The loss is ``reconstruction + beta * kl``. No gradients are computed.
+        """
+        x = self._check_x(x)
+        if eps is not None:
+            eps = self._check_eps(eps, x.shape[0])
+        return self._loss_terms(x, eps, self.rng, backward=False)
+
+    def evaluate(self, x: np.ndarray, rng: np.random.Generator | None = None, batch_size: int = _EVAL_CHUNK) -> float:
+        """Mean negative ELBO over ``x`` (float), computed in chunks.
+
+        The Monte Carlo noise comes from ``rng`` or, by default, from a fresh
+        Generator seeded with 0, so that the same model on the same data gives
+        the same number and evaluating never disturbs the training noise.
+        """
+        x = self._check_x(x)
+        rng = rng if rng is not None else np.random.default_rng(0)
+        batch_size = check_int("batch_size", batch_size)
+        total = 0.0
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start:start + batch_size]
+            nll, kl = self._loss_terms(xb, None, rng, backward=False)
+            total += (nll + self.beta * kl) * xb.shape[0]
+        return total / x.shape[0]
+
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(mu, logvar)`` of q(z | x), each of shape (n, latent_dim)."""
+        x = self._check_x(x)
+        k = self.latent_dim
+        mus, logvars = [], []
+        for start in range(0, x.shape[0], _EVAL_CHUNK):
+            ml = self._encode_raw(x[start:start + _EVAL_CHUNK])
+            mus.append(ml[:, :k].copy())
+            logvars.append(ml[:, k:].copy())
+        return np.concatenate(mus), np.concatenate(logvars)
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """Mean of p(x | z) for ``z`` of shape (n, latent_dim): probabilities
+        (sigmoid of the logits) for Bernoulli, the mean for Gaussian."""
+        z = check_data("z", z, width=self.latent_dim, dtype=self.dtype)
+        parts = []
+        for start in range(0, z.shape[0], _EVAL_CHUNK):
+            out = self._decode_raw(z[start:start + _EVAL_CHUNK])
+            if self.likelihood == "bernoulli":
+                e = np.exp(-np.abs(out))
+                out = np.where(out >= 0, 1 / (1 + e), e / (1 + e))
+            parts.append(np.array(out, dtype=self.dtype))
+        return np.concatenate(parts)
+
+    def sample(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Decode ``n`` draws of z from the prior N(0, I); returns (n, input_dim) means."""
+        n = check_int("n", n)
+        rng = rng if rng is not None else self.rng
+        return self.decode(rng.standard_normal((n, self.latent_dim)).astype(self.dtype))
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        """Decode the posterior mean ``mu`` of each example: a deterministic reconstruction."""
+        mu, _ = self.encode(x)
+        return self.decode(mu)
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the architecture and parameters to an ``.npz`` file, atomically."""
+        from .checkpoint import save_model
+        save_model(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> VAE:
+        """Rebuild a model saved by :meth:`save` (never unpickles anything)."""
+        from .checkpoint import load_model
+        return load_model(path)
