@@ -22,17 +22,22 @@ _LAZY = {
     "resume": ("train", "resume"),
     "TrainingDivergedError": ("train", "TrainingDivergedError"),
     "TrainingInterrupted": ("train", "TrainingInterrupted"),
-    "gradcheck": ("gradcheck", "gradcheck"),
-    "check_vjp": ("gradcheck", "check_vjp"),
-    "numerical_gradient": ("gradcheck", "numerical_gradient"),
+    "gradcheck": ("fdcheck", "gradcheck"),
+    "check_vjp": ("fdcheck", "check_vjp"),
+    "numerical_gradient": ("fdcheck", "numerical_gradient"),
+    "GradcheckResult": ("fdcheck", "GradcheckResult"),
     "save_checkpoint": ("checkpoint", "save_checkpoint"),
     "load_checkpoint": ("checkpoint", "load_checkpoint"),
     "DataFileError": ("errors", "DataFileError"),
     "ChecksumError": ("errors", "ChecksumError"),
     "CheckpointError": ("errors", "CheckpointError"),
     "warmup": ("_warmup", "warmup"),
+    "load_mnist": ("datasets", "load_mnist"),
+    "load_fashion_mnist": ("datasets", "load_fashion_mnist"),
+    "load_mnist_5k": ("datasets", "load_mnist_5k"),
+    "ProgressBar": ("progress", "ProgressBar"),
 }
-_SUBMODULES = {"datasets", "kernels", "reference", "layers", "optim", "vae", "checkpoint", "errors"}
+_SUBMODULES = {"datasets", "idx", "download", "progress", "fdcheck", "kernels", "reference", "layers", "optim", "vae", "checkpoint", "errors"}
 
 __all__ = sorted(_LAZY) + sorted(_SUBMODULES)
 

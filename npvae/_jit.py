@@ -31,11 +31,17 @@ from typing import Any, TypeVar
 F = TypeVar("F", bound=Callable[..., Any])
 
 FASTMATH: frozenset[str] = frozenset({"reassoc", "contract", "arcp", "nsz", "afn"})
+#: For code whose rounding is designed step by step (the range reduction in
+#: ``kernels._exp_nonpositive``): reassociation would fold ``(x + k a) + k b``
+#: into ``x + k (a + b)`` and lose the extra precision. LLVM keeps these flags
+#: per instruction, so they hold after the function is inlined into a kernel.
+FASTMATH_EXACT: frozenset[str] = frozenset({"contract", "nsz"})
 CACHE: bool = True
 
 
-def jit(func: F) -> F:
-    """Compile ``func`` with npvae's flags; compilation happens on first call."""
+def jit(func: F, *, exact: bool = False) -> F:
+    """Compile ``func`` with npvae's flags (``exact``: without reassociation)."""
     import numba
 
-    return numba.njit(cache=CACHE, fastmath=set(FASTMATH), error_model="numpy", nogil=True)(func)
+    flags = FASTMATH_EXACT if exact else FASTMATH
+    return numba.njit(cache=CACHE, fastmath=set(flags), error_model="numpy", nogil=True)(func)

@@ -60,7 +60,7 @@ def _exp_nonpositive(x: float) -> float:
     return p * np.int64((1023 - ki) << 52).view(np.float64)
 
 
-_exp_nonpositive = jit(_exp_nonpositive)
+_exp_nonpositive = jit(_exp_nonpositive, exact=True)
 
 
 def _activate(v: float, kind: int, alpha: float) -> float:

@@ -1,0 +1,24 @@
+"""Shared test settings and fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+# A first call into a Numba kernel compiles it, far slower than later calls.
+settings.register_profile("npvae", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("npvae")
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("NPVAE_SHARED_DATA", PROJECT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the project; the test is skipped when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA

@@ -1,0 +1,187 @@
+"""Every fused kernel agrees with its plain NumPy reference, in float32 and float64.
+
+These tests also run with NUMBA_DISABLE_JIT=1 (see test_kernels_without_jit in
+test_jit.py), so the kernels are checked both compiled and as plain Python.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from npvae import kernels as K
+from npvae import reference as R
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-14)}
+ACTS = list(K.ACTIVATIONS)
+
+dims = st.integers(min_value=1, max_value=40)
+seeds = st.integers(min_value=0, max_value=2**32 - 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS)
+@given(n=dims, d=dims, seed=seeds)
+def test_bias_act_forward_matches_reference(dtype, act, n, d, seed):
+    rng = np.random.default_rng(seed)
+    pre = (rng.standard_normal((n, d)) * 3).astype(dtype)
+    b = rng.standard_normal(d).astype(dtype)
+    out = np.empty_like(pre)
+    K.bias_act_forward(pre, b, out, K.ACTIVATIONS[act], dtype(0.01))
+    np.testing.assert_allclose(out, R.bias_act_forward(pre, b, act), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS)
+@given(n=dims, d=dims, seed=seeds)
+def test_act_backward_matches_reference(dtype, act, n, d, seed):
+    rng = np.random.default_rng(seed)
+    y = R.activate((rng.standard_normal((n, d)) * 3).astype(dtype), act)
+    dy = rng.standard_normal((n, d)).astype(dtype)
+    dpre, db = np.empty_like(dy), np.empty(d, dtype)
+    K.act_backward(dy, y, dpre, db, K.ACTIVATIONS[act], dtype(0.01))
+    ref_dpre, ref_db = R.act_backward(dy, y, act)
+    np.testing.assert_allclose(dpre, ref_dpre, **TOL[dtype])
+    np.testing.assert_allclose(db, ref_db, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * n * 10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_act_backward_may_run_in_place(dtype):
+    rng = np.random.default_rng(0)
+    y = R.activate(rng.standard_normal((5, 6)).astype(dtype), "tanh")
+    dy = rng.standard_normal((5, 6)).astype(dtype)
+    expect, _ = R.act_backward(dy, y, "tanh")
+    K.act_backward(dy, y, dy, np.empty(6, dtype), K.TANH, dtype(0))
+    np.testing.assert_allclose(dy, expect, **TOL[dtype])
+
+
+def test_exp_nonpositive_is_accurate_over_its_range():
+    x = -np.concatenate([np.linspace(0, 1, 1001), np.geomspace(1e-12, 700, 5000)])
+    got = np.array([K._exp_nonpositive(float(v)) for v in x])
+    np.testing.assert_allclose(got, np.exp(x), rtol=2e-15, atol=0)
+    assert K._exp_nonpositive(-0.0) == 1.0
+    assert 0.0 <= K._exp_nonpositive(-1e6) < 1e-300
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(b=st.integers(1, 12), p=st.integers(1, 600), n_samples=st.integers(1, 3), seed=seeds)
+def test_bernoulli_nll_matches_reference(dtype, b, p, n_samples, seed):
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal((n_samples * b, p)) * 5).astype(dtype)
+    x = rng.random((b, p)).astype(dtype)
+    x[:, ::3] = np.round(x[:, ::3])  # binary and grey pixels
+    scale = dtype(1 / (b * n_samples))
+    dlogits, db = np.empty_like(logits), np.empty(p, dtype)
+    total = K.bernoulli_nll(logits, x, dlogits, scale, db)
+    ref_total, ref_d, ref_db = R.bernoulli_nll(logits.astype(np.float64), x.astype(np.float64), float(scale))
+    assert total == pytest.approx(ref_total, rel=1e-12 if dtype == np.float64 else 1e-6)
+    np.testing.assert_allclose(dlogits, ref_d, **TOL[dtype])
+    np.testing.assert_allclose(db, ref_db, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * b * n_samples)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bernoulli_nll_stays_finite_and_right_for_huge_logits(dtype):
+    logits = np.array([[-1e4, -100.0, -30.0, 0.0, 30.0, 100.0, 1e4]], dtype)
+    x = np.array([[0.0, 1.0, 0.5, 0.3, 0.0, 1.0, 1.0]], dtype)
+    d, db = np.empty_like(logits), np.empty(7, dtype)
+    total = K.bernoulli_nll(logits, x, d, dtype(1), db)
+    # softplus(l) - x l, exactly for these values: l large => l (1 - x); l very negative => -x l
+    lf, xf = logits.astype(np.float64), x.astype(np.float64)
+    expect = np.sum(np.logaddexp(0, lf) - xf * lf)
+    assert np.isfinite(total) and total == pytest.approx(expect, rel=1e-12)
+    assert np.all(np.isfinite(d))
+    np.testing.assert_allclose(d, R.sigmoid(lf) - xf, atol=1e-7)
+
+
+def test_bernoulli_nll_wide_rows_do_not_overflow_the_running_product():
+    p = 5000  # 2**5000 would overflow float64 if the product were not taken in chunks
+    logits = np.zeros((2, p))
+    x = np.zeros((2, p))
+    total = K.bernoulli_nll(logits, x, np.empty_like(logits), 1.0, np.empty(p))
+    assert total == pytest.approx(2 * p * np.log(2), rel=1e-13)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(b=st.integers(1, 12), p=st.integers(1, 100), n_samples=st.integers(1, 3), seed=seeds)
+def test_gaussian_sq_err_matches_reference(dtype, b, p, n_samples, seed):
+    rng = np.random.default_rng(seed)
+    mean = rng.standard_normal((n_samples * b, p)).astype(dtype)
+    x = rng.standard_normal((b, p)).astype(dtype)
+    scale = dtype(0.37)
+    d, db = np.empty_like(mean), np.empty(p, dtype)
+    total = K.gaussian_sq_err(mean, x, d, scale, db)
+    ref_total, ref_d, ref_db = R.gaussian_sq_err(mean, x, float(scale))
+    assert total == pytest.approx(ref_total, rel=1e-12 if dtype == np.float64 else 1e-5)
+    np.testing.assert_allclose(d, ref_d, **TOL[dtype])
+    np.testing.assert_allclose(db, ref_db, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * b * n_samples)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(b=st.integers(1, 10), k=st.integers(1, 8), n_samples=st.integers(1, 4), seed=seeds)
+def test_reparam_kl_forward_and_backward_match_reference(dtype, b, k, n_samples, seed):
+    rng = np.random.default_rng(seed)
+    ml = rng.standard_normal((b, 2 * k)).astype(dtype)
+    eps = rng.standard_normal((n_samples, b, k)).astype(dtype)
+    z, sigma = np.empty((n_samples * b, k), dtype), np.empty((b, k), dtype)
+    kl = K.reparam_kl_forward(ml, eps, z, sigma)
+    ref_kl, ref_z, ref_sigma = R.reparam_kl_forward(ml, eps)
+    assert kl == pytest.approx(ref_kl, rel=1e-12 if dtype == np.float64 else 1e-5, abs=1e-6)
+    np.testing.assert_allclose(z, ref_z, **TOL[dtype])
+    np.testing.assert_allclose(sigma, ref_sigma, **TOL[dtype])
+
+    dz = rng.standard_normal((n_samples * b, k)).astype(dtype)
+    dml, db = np.empty_like(ml), np.empty(2 * k, dtype)
+    kl_scale = dtype(0.3)
+    K.reparam_kl_backward(dz, eps, ml, sigma, dml, db, kl_scale)
+    ref_dml, ref_db = R.reparam_kl_backward(dz, eps, ml, sigma, float(kl_scale))
+    np.testing.assert_allclose(dml, ref_dml, **TOL[dtype])
+    np.testing.assert_allclose(db, ref_db, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * b * 10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(n=st.integers(1, 500), t=st.integers(1, 50), seed=seeds)
+def test_adam_update_matches_reference(dtype, n, t, seed):
+    rng = np.random.default_rng(seed)
+    p, g, m = (rng.standard_normal(n).astype(dtype) for _ in range(3))
+    v = np.abs(rng.standard_normal(n)).astype(dtype)
+    lr, b1, b2, eps = 1e-3, 0.9, 0.999, 1e-8
+    ref_p, ref_m, ref_v = R.adam_update(p.astype(np.float64), g.astype(np.float64), m.astype(np.float64),
+                                        v.astype(np.float64), t, lr, b1, b2, eps)
+    f = dtype
+    sq = K.adam_update(p, g, m, v, f(lr / (1 - b1**t)), f(b1), f(1 - b1), f(b2), f(1 - b2), f(1 / (1 - b2**t)), f(eps))
+    assert sq == pytest.approx(float(np.sum(g.astype(np.float64) ** 2)), rel=1e-6)
+    np.testing.assert_allclose(m, ref_m, **TOL[dtype])
+    np.testing.assert_allclose(v, ref_v, **TOL[dtype])
+    np.testing.assert_allclose(p, ref_p, rtol=TOL[dtype]["rtol"], atol=1e-9 if dtype == np.float64 else 1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(n=st.integers(1, 500), seed=seeds)
+def test_sgd_momentum_update_matches_reference(dtype, n, seed):
+    rng = np.random.default_rng(seed)
+    p, g, buf = (rng.standard_normal(n).astype(dtype) for _ in range(3))
+    ref_p, ref_buf = R.sgd_momentum_update(p, g, buf, 0.05, 0.9)
+    K.sgd_momentum_update(p, g, buf, dtype(0.05), dtype(0.9))
+    np.testing.assert_allclose(buf, ref_buf, **TOL[dtype])
+    np.testing.assert_allclose(p, ref_p, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scale_and_sum_squares(dtype):
+    a = np.arange(1, 8, dtype=dtype)
+    assert K.sum_squares(a) == pytest.approx(float(np.sum(a.astype(np.float64) ** 2)))
+    K.scale_inplace(a, dtype(0.5))
+    np.testing.assert_allclose(a, np.arange(1, 8) * 0.5)
+
+
+def test_kernels_keep_nan_visible():
+    """fastmath without nnan/ninf: a NaN input must propagate, not be optimized away."""
+    logits = np.array([[0.5, np.nan]])
+    total = K.bernoulli_nll(logits, np.array([[0.5, 0.5]]), np.empty_like(logits), 1.0, np.empty(2))
+    assert np.isnan(total)
+    p = np.zeros(3)
+    sq = K.adam_update(p, np.array([1.0, np.inf, 0.0]), np.zeros(3), np.zeros(3), 1e-3, 0.9, 0.1, 0.999, 0.001, 1000.0, 1e-8)
+    assert not np.isfinite(sq)
