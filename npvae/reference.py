@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .kernels import LOGVAR_MAX
+
 
 def activate(x: np.ndarray, name: str, alpha: float = 0.01) -> np.ndarray:
     """Activation ``f(x)`` by name (docs/derivation.md, Eqs. (A1)-(A6))."""
@@ -81,7 +83,7 @@ def gaussian_sq_err(mean: np.ndarray, x: np.ndarray, scale: float) -> tuple[floa
 def reparam_kl_forward(ml: np.ndarray, eps: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """``(KL summed over the batch, z (L*B, K), sigma (B, K))`` (Eqs. (R1), (K1))."""
     k = ml.shape[1] // 2
-    mu, logvar = ml[:, :k], ml[:, k:]
+    mu, logvar = ml[:, :k], np.minimum(ml[:, k:], LOGVAR_MAX)
     sigma = np.exp(logvar / 2)
     z = (mu[None] + sigma[None] * eps).reshape(-1, k)
     kl = 0.5 * np.sum(mu.astype(np.float64) ** 2 + sigma.astype(np.float64) ** 2 - 1 - logvar)
@@ -95,6 +97,7 @@ def reparam_kl_backward(dz: np.ndarray, eps: np.ndarray, ml: np.ndarray, sigma: 
     dz3 = dz.reshape(n_samples, b, k)
     dmu = dz3.sum(axis=0) + kl_scale * ml[:, :k]
     dlogvar = (dz3 * eps).sum(axis=0) * sigma / 2 + kl_scale * (sigma**2 - 1) / 2
+    dlogvar = np.where(ml[:, k:] > LOGVAR_MAX, 0, dlogvar)
     dml = np.concatenate([dmu, dlogvar], axis=1)
     return dml, dml.sum(axis=0)
 

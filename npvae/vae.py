@@ -102,6 +102,7 @@ class VAE:
                 self.params[f"{name}.{k}"] = layer.params[k]
                 self.grads[f"{name}.{k}"] = layer.grads[k]
         self._noise: dict[int, dict[str, np.ndarray]] = {}
+        self._row_tmp = np.empty(self.input_dim, np.float64)
 
     # ------------------------------------------------------------------ structure
     def _named_layers(self) -> list[tuple[str, Dense]]:
@@ -186,7 +187,8 @@ class VAE:
         out = self._decode_raw(nb["z"])
         dout = self.out.pre_activation_grad_buffer(out.shape[0])
         if self.likelihood == "bernoulli":
-            nll_sum = kernels.bernoulli_nll(out, x, dout, self.dtype.type(1.0 / (b * l_)), self.out.grads["b"])
+            nll_sum = kernels.bernoulli_nll(out, x, dout, self.dtype.type(1.0 / (b * l_)), self.out.grads["b"],
+                                            self._row_tmp)
         else:
             s2 = self.sigma_dec**2
             sq = kernels.gaussian_sq_err(out, x, dout, self.dtype.type(1.0 / (s2 * b * l_)), self.out.grads["b"])

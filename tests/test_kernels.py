@@ -75,7 +75,7 @@ def test_bernoulli_nll_matches_reference(dtype, b, p, n_samples, seed):
     x[:, ::3] = np.round(x[:, ::3])  # binary and grey pixels
     scale = dtype(1 / (b * n_samples))
     dlogits, db = np.empty_like(logits), np.empty(p, dtype)
-    total = K.bernoulli_nll(logits, x, dlogits, scale, db)
+    total = K.bernoulli_nll(logits, x, dlogits, scale, db, np.empty(p))
     ref_total, ref_d, ref_db = R.bernoulli_nll(logits.astype(np.float64), x.astype(np.float64), float(scale))
     assert total == pytest.approx(ref_total, rel=1e-12 if dtype == np.float64 else 1e-6)
     np.testing.assert_allclose(dlogits, ref_d, **TOL[dtype])
@@ -87,7 +87,7 @@ def test_bernoulli_nll_stays_finite_and_right_for_huge_logits(dtype):
     logits = np.array([[-1e4, -100.0, -30.0, 0.0, 30.0, 100.0, 1e4]], dtype)
     x = np.array([[0.0, 1.0, 0.5, 0.3, 0.0, 1.0, 1.0]], dtype)
     d, db = np.empty_like(logits), np.empty(7, dtype)
-    total = K.bernoulli_nll(logits, x, d, dtype(1), db)
+    total = K.bernoulli_nll(logits, x, d, dtype(1), db, np.empty(7))
     # softplus(l) - x l, exactly for these values: l large => l (1 - x); l very negative => -x l
     lf, xf = logits.astype(np.float64), x.astype(np.float64)
     expect = np.sum(np.logaddexp(0, lf) - xf * lf)
@@ -100,7 +100,7 @@ def test_bernoulli_nll_wide_rows_do_not_overflow_the_running_product():
     p = 5000  # 2**5000 would overflow float64 if the product were not taken in chunks
     logits = np.zeros((2, p))
     x = np.zeros((2, p))
-    total = K.bernoulli_nll(logits, x, np.empty_like(logits), 1.0, np.empty(p))
+    total = K.bernoulli_nll(logits, x, np.empty_like(logits), 1.0, np.empty(p), np.empty(p))
     assert total == pytest.approx(2 * p * np.log(2), rel=1e-13)
 
 
@@ -180,7 +180,7 @@ def test_scale_and_sum_squares(dtype):
 def test_kernels_keep_nan_visible():
     """fastmath without nnan/ninf: a NaN input must propagate, not be optimized away."""
     logits = np.array([[0.5, np.nan]])
-    total = K.bernoulli_nll(logits, np.array([[0.5, 0.5]]), np.empty_like(logits), 1.0, np.empty(2))
+    total = K.bernoulli_nll(logits, np.array([[0.5, 0.5]]), np.empty_like(logits), 1.0, np.empty(2), np.empty(2))
     assert np.isnan(total)
     p = np.zeros(3)
     sq = K.adam_update(p, np.array([1.0, np.inf, 0.0]), np.zeros(3), np.zeros(3), 1e-3, 0.9, 0.1, 0.999, 0.001, 1000.0, 1e-8)
