@@ -81,7 +81,13 @@ def _read_members(path: Path) -> dict[str, np.ndarray]:
             try:
                 with zf.open(info) as fh:
                     version = np.lib.format.read_magic(fh)
-                    shape, fortran, dtype = np.lib.format._read_array_header(fh, version)  # noqa: SLF001
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                    else:
+                        raise CheckpointError(f"{path}: member {info.filename!r} uses .npy format {version}, "
+                                              "which npvae does not write")
                     if dtype.hasobject:
                         raise CheckpointError(f"{path}: member {info.filename!r} holds Python objects; refusing to load")
                     declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize

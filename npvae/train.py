@@ -24,6 +24,7 @@ import numpy as np
 
 from . import kernels
 from ._validate import check_data, check_float, check_int
+from ._atomic import remove_stale_temporaries
 from .checkpoint import load_checkpoint, save_checkpoint
 from .optim import Adam
 from .vae import VAE
@@ -122,6 +123,8 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
     if not hasattr(optimizer, "step"):
         raise TypeError(f"optimizer must be npvae.Adam or npvae.SGD, got {type(optimizer).__name__}")
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
+    if ckpt is not None:
+        remove_stale_temporaries(ckpt)  # left by a run that was killed while saving
 
     noise_rng = np.random.default_rng(seed)
     history: list[dict] = []
@@ -142,7 +145,8 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
                 "run_loss": run_loss, "run_count": run_count, "history": history,
                 "noise_rng": noise_rng.bit_generator.state, "clip_norm": clip_norm}
 
-    with _DeferredInterrupt() as interrupt:
+    # non-finite values are detected below and reported as TrainingDivergedError
+    with _DeferredInterrupt() as interrupt, np.errstate(over="ignore", invalid="ignore"):
         for epoch in range(start_epoch, epochs + 1):
             perm = np.random.default_rng([seed, epoch]).permutation(n)
             t0 = time.perf_counter()
