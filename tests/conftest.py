@@ -10,7 +10,9 @@ from hypothesis import HealthCheck, settings
 
 # A first call into a Numba kernel compiles it, far slower than later calls.
 settings.register_profile("npvae", deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("npvae")
+# Kernels run as plain Python (NUMBA_DISABLE_JIT=1) are ~1000x slower: fewer examples.
+settings.register_profile("nojit", parent=settings.get_profile("npvae"), max_examples=15)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "npvae"))
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("NPVAE_SHARED_DATA", PROJECT.parent / "shared" / "data"))
