@@ -20,6 +20,7 @@ Conventions
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -61,6 +62,31 @@ def _exp_nonpositive(x: float) -> float:
 
 
 _exp_nonpositive = jit(_exp_nonpositive, exact=True)
+
+
+_F = np.float32
+_EXP32_COEF = (_F(1.0), _F(1.0), _F(1 / 2), _F(1 / 6), _F(1 / 24), _F(1 / 120), _F(1 / 720), _F(1 / 5040))
+_LN2_HI32, _LN2_LO32, _INV_LN2_32 = _F(0.693359375), _F(-2.12194440e-4), _F(1.44269504)
+_EXP32_MIN, _HALF32 = _F(-87.0), _F(0.5)
+
+
+def _exp_nonpositive_f32(x: float) -> float:
+    """``exp(x)`` for float32 ``x <= 0``, in float32 arithmetic (8 SIMD lanes instead of 4).
+
+    The same construction as :func:`_exp_nonpositive` with float32 constants
+    and a degree-7 polynomial: relative error about 6e-8, one float32
+    rounding. Arguments below -87 are clamped (exp(-87) is 1.6e-38).
+    """
+    c = _EXP32_COEF
+    x = max(x, _EXP32_MIN)
+    ki = np.int32(x * -_INV_LN2_32 + _HALF32)
+    k = np.float32(ki)
+    r = (x + k * _LN2_HI32) + k * _LN2_LO32
+    p = c[0] + r * (c[1] + r * (c[2] + r * (c[3] + r * (c[4] + r * (c[5] + r * (c[6] + r * c[7]))))))
+    return p * np.int32((127 - ki) << 23).view(np.float32)
+
+
+_exp_nonpositive_f32 = jit(_exp_nonpositive_f32, exact=True)
 
 
 def _activate(v: float, kind: int, alpha: float) -> float:
@@ -162,6 +188,42 @@ LOGVAR_MAX = 30.0
 _CHUNK = 256  # columns per running product in bernoulli_nll: 2**256 cannot overflow float64
 
 
+def _bernoulli_nll(logits: np.ndarray, x: np.ndarray, dlogits: np.ndarray, scale: float, db: np.ndarray,
+                   tmp: np.ndarray, exp_nonpositive: Callable[[float], float]) -> float:
+    n, p = logits.shape
+    bx = x.shape[0]
+    zero = db.dtype.type(0)
+    one = db.dtype.type(1)
+    for j in range(p):
+        db[j] = zero
+    total = 0.0
+    for r in range(n):
+        lr, xr, dr = logits[r], x[r % bx], dlogits[r]
+        row = zero
+        for j in range(p):
+            lv = lr[j]
+            tmp[j] = exp_nonpositive(-abs(lv))
+            row += max(lv, zero) - xr[j] * lv
+        logs = 0.0
+        for c0 in range(0, p, _CHUNK):
+            prod = 1.0
+            for j in range(c0, min(c0 + _CHUNK, p)):
+                prod *= 1.0 + np.float64(tmp[j])
+            logs += math.log(prod)
+        for j in range(p):
+            t = tmp[j]
+            s = one / (one + t)
+            sig = s if lr[j] >= zero else t * s
+            g = (sig - xr[j]) * scale
+            dr[j] = g
+            db[j] += g
+        total += np.float64(row) + logs
+    return total
+
+
+_bernoulli_nll = jit(_bernoulli_nll)
+
+
 def bernoulli_nll(logits: np.ndarray, x: np.ndarray, dlogits: np.ndarray, scale: float, db: np.ndarray,
                   tmp: np.ndarray) -> float:
     r"""Bernoulli negative log-likelihood with logits, its gradient and bias gradient, in one pass.
@@ -174,12 +236,14 @@ def bernoulli_nll(logits: np.ndarray, x: np.ndarray, dlogits: np.ndarray, scale:
     (docs/derivation.md, Eq. (B1)), with ``i = r mod B`` so that the ``L``
     Monte Carlo samples of an example (rows ``l*B + i``) share its pixels.
     One ``t = exp(-|l|)`` serves the loss and the gradient, and the sum of
-    ``log1p(t)`` is taken as the log of a running product (one ``log`` per
-    256 columns instead of one per element).
+    ``log1p(t)`` is taken as the log of a float64 running product (one ``log``
+    per 256 columns instead of one per element).
 
     Each row is one pass over memory in three short loops over a row buffer
     ``tmp`` (cache resident): a single loop doing everything measured 5x
-    slower, because LLVM would not vectorize it.
+    slower, because LLVM would not vectorize it. The exponential is computed
+    in the arrays' precision (:func:`_exp_nonpositive_f32` for float32,
+    twice as fast); row sums are added up in float64.
 
     Parameters
     ----------
@@ -188,43 +252,15 @@ def bernoulli_nll(logits: np.ndarray, x: np.ndarray, dlogits: np.ndarray, scale:
     dlogits : (L*B, P), output; may be ``logits`` itself
     scale : float, ``s`` above, 1 / (B L) for the mean negative ELBO
     db : (P,), output: column sums of ``dlogits``
-    tmp : (P,) float64 scratch
+    tmp : (P,) scratch of the arrays' dtype
 
     Returns
     -------
     float
         the summed negative log-likelihood, in float64.
     """
-    n, p = logits.shape
-    bx = x.shape[0]
-    zero = db.dtype.type(0)
-    for j in range(p):
-        db[j] = zero
-    total = 0.0
-    for r in range(n):
-        lr, xr, dr = logits[r], x[r % bx], dlogits[r]
-        row = 0.0
-        for j in range(p):
-            lv = np.float64(lr[j])
-            tmp[j] = _exp_nonpositive(-abs(lv))
-            row += max(lv, 0.0) - np.float64(xr[j]) * lv
-        for c0 in range(0, p, _CHUNK):
-            prod = 1.0
-            for j in range(c0, min(c0 + _CHUNK, p)):
-                prod *= 1.0 + tmp[j]
-            row += math.log(prod)
-        for j in range(p):
-            t = tmp[j]
-            s = 1.0 / (1.0 + t)
-            sig = s if lr[j] >= 0 else t * s
-            g = (sig - xr[j]) * scale
-            dr[j] = g
-            db[j] += g
-        total += row
-    return total
-
-
-bernoulli_nll = jit(bernoulli_nll)
+    exp = _exp_nonpositive_f32 if logits.dtype == np.float32 else _exp_nonpositive
+    return _bernoulli_nll(logits, x, dlogits, scale, db, tmp, exp)
 
 
 def gaussian_sq_err(mean: np.ndarray, x: np.ndarray, dmean: np.ndarray, scale: float, db: np.ndarray) -> float:

@@ -102,7 +102,7 @@ class VAE:
                 self.params[f"{name}.{k}"] = layer.params[k]
                 self.grads[f"{name}.{k}"] = layer.grads[k]
         self._noise: dict[int, dict[str, np.ndarray]] = {}
-        self._row_tmp = np.empty(self.input_dim, np.float64)
+        self._row_tmp = np.empty(self.input_dim, self.dtype)
 
     # ------------------------------------------------------------------ structure
     def _named_layers(self) -> list[tuple[str, Dense]]:

@@ -66,6 +66,14 @@ def test_exp_nonpositive_is_accurate_over_its_range():
     assert 0.0 <= K._exp_nonpositive(-1e6) < 1e-300
 
 
+def test_exp_nonpositive_f32_is_accurate_to_float32_rounding():
+    x = -np.concatenate([np.linspace(0, 1, 1001), np.geomspace(1e-7, 86, 3000)]).astype(np.float32)
+    got = np.array([K._exp_nonpositive_f32(v) for v in x], dtype=np.float32)
+    np.testing.assert_allclose(got, np.exp(x.astype(np.float64)), rtol=1.5e-7, atol=0)
+    assert K._exp_nonpositive_f32(np.float32(-0.0)) == 1.0
+    assert 0.0 <= K._exp_nonpositive_f32(np.float32(-1e4)) < 2e-38
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(b=st.integers(1, 12), p=st.integers(1, 600), n_samples=st.integers(1, 3), seed=seeds)
 def test_bernoulli_nll_matches_reference(dtype, b, p, n_samples, seed):
@@ -75,7 +83,7 @@ def test_bernoulli_nll_matches_reference(dtype, b, p, n_samples, seed):
     x[:, ::3] = np.round(x[:, ::3])  # binary and grey pixels
     scale = dtype(1 / (b * n_samples))
     dlogits, db = np.empty_like(logits), np.empty(p, dtype)
-    total = K.bernoulli_nll(logits, x, dlogits, scale, db, np.empty(p))
+    total = K.bernoulli_nll(logits, x, dlogits, scale, db, np.empty(p, dtype))
     ref_total, ref_d, ref_db = R.bernoulli_nll(logits.astype(np.float64), x.astype(np.float64), float(scale))
     assert total == pytest.approx(ref_total, rel=1e-12 if dtype == np.float64 else 1e-6)
     np.testing.assert_allclose(dlogits, ref_d, **TOL[dtype])
@@ -87,7 +95,7 @@ def test_bernoulli_nll_stays_finite_and_right_for_huge_logits(dtype):
     logits = np.array([[-1e4, -100.0, -30.0, 0.0, 30.0, 100.0, 1e4]], dtype)
     x = np.array([[0.0, 1.0, 0.5, 0.3, 0.0, 1.0, 1.0]], dtype)
     d, db = np.empty_like(logits), np.empty(7, dtype)
-    total = K.bernoulli_nll(logits, x, d, dtype(1), db, np.empty(7))
+    total = K.bernoulli_nll(logits, x, d, dtype(1), db, np.empty(7, dtype))
     # softplus(l) - x l, exactly for these values: l large => l (1 - x); l very negative => -x l
     lf, xf = logits.astype(np.float64), x.astype(np.float64)
     expect = np.sum(np.logaddexp(0, lf) - xf * lf)
