@@ -193,3 +193,22 @@ def test_kernels_keep_nan_visible():
     p = np.zeros(3)
     sq = K.adam_update(p, np.array([1.0, np.inf, 0.0]), np.zeros(3), np.zeros(3), 1e-3, 0.9, 0.1, 0.999, 0.001, 1000.0, 1e-8)
     assert not np.isfinite(sq)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_optimizer_moments_never_go_denormal(dtype):
+    """A parameter whose gradient has become 0 must not leave its moments in the (slow) denormal range."""
+    tiny = np.finfo(dtype).tiny
+    n = 8
+    p, g = np.ones(n, dtype), np.zeros(n, dtype)
+    m = np.full(n, tiny * 4, dtype)  # decays by beta1 per step into the denormal range
+    v = np.full(n, tiny * 4, dtype)
+    buf = np.full(n, tiny * 4, dtype)
+    f = dtype
+    for _ in range(40):
+        K.adam_update(p, g, m, v, f(1e-3), f(0.9), f(0.1), f(0.999), f(0.001), f(1.0), f(1e-8))
+        K.sgd_momentum_update(p, g, buf, f(0.1), f(0.9))
+        for a in (m, v, buf):
+            assert np.all((a == 0) | (np.abs(a) >= tiny)), a
+    assert np.all(m == 0) and np.all(buf == 0)
+    assert np.all(p > 0.99)
