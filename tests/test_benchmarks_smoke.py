@@ -1,0 +1,195 @@
+"""Smoke tests of benchmarks/, and the PyTorch twin as an independent check of npvae's gradients.
+
+* ``bench_epoch.py --quick`` runs end to end (tiny epoch, 1 repeat) and prints
+  well-formed JSON lines with positive numbers; with torch hidden
+  (``NPVAE_BENCH_NO_TORCH=1``) both scripts still run and skip the torch rows.
+* The torch model of ``benchmarks/_common.py`` computes exactly npvae's loss
+  and gradients, given the same parameters and the same eps: float32 to 1e-4
+  (the check ``compare_torch.py`` asserts at startup) and float64 to 1e-10
+  (loss) and 1e-8 (every gradient), for the benchmark's model and for
+  Gaussian / multi-sample / beta / deeper / other-activation variants.
+  PyTorch's autograd knows nothing of npvae's hand-written backward passes,
+  so agreement here is strong evidence both are right.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import _common as C  # noqa: E402
+
+CONFIG_KEYS = {"kind", "name", "varies", "default", "batch", "hidden", "latent", "dtype", "threads", "examples",
+               "data", "repeats", "npvae_s", "floor_s", "torch_s", "npvae_over_torch", "npvae_over_floor",
+               "npvae_runs_s", "floor_runs_s"}
+
+
+def _run(args: list[str], env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, cwd=BENCH.parent)
+
+
+def _json_lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def _positive(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0
+
+
+# ---------------------------------------------------------------------------- bench_epoch end to end
+def test_bench_epoch_quick() -> None:
+    has_torch = C.try_import_torch() is not None
+    proc = _run([str(BENCH / "bench_epoch.py"), "--quick", "--examples", "512", "--repeats", "1"])
+    assert proc.returncode == 0, proc.stderr
+    lines = _json_lines(proc.stdout)
+    kinds = [d["kind"] for d in lines]
+    assert kinds[0] == "env" and kinds.count("peak_rss") == 1
+    configs = [d for d in lines if d["kind"] == "config"]
+    assert len(configs) == 6 and sum(d["default"] for d in configs) == 1
+    assert {d["name"] for d in configs} == {"b128-h400-float32-t2", "b32-h400-float32-t2", "b512-h400-float32-t2",
+                                            "b128-h1024-float32-t2", "b128-h400-float64-t2", "b128-h400-float32-t1"}
+    for d in configs:
+        assert CONFIG_KEYS <= d.keys(), CONFIG_KEYS - d.keys()
+        assert d["examples"] == 512 and d["repeats"] == 1
+        keys = ["npvae_s", "floor_s", "npvae_over_floor"] + (["torch_s", "npvae_over_torch"] if has_torch else [])
+        for k in keys:
+            assert _positive(d[k]), (d["name"], k, d[k])
+        assert len(d["npvae_runs_s"]) == 1 and all(_positive(v) for v in d["npvae_runs_s"])
+        assert _positive(d["npvae_last_train_loss"])
+        if not has_torch:
+            assert d["torch_s"] is None
+    rss = next(d for d in lines if d["kind"] == "peak_rss")
+    for k in ("peak_rss_mb", "baseline_mb", "data_mb"):
+        assert _positive(rss[k]), (k, rss)
+    assert rss["peak_rss_mb"] >= rss["baseline_mb"]
+    assert "| varies | batch |" in proc.stdout and "headline" in proc.stdout
+
+
+def test_bench_epoch_without_torch() -> None:
+    proc = _run([str(BENCH / "bench_epoch.py"), "--quick", "--examples", "256", "--random-data", "--no-rss",
+                 "--configs", "b128-h400-float32-t1"], env={"NPVAE_BENCH_NO_TORCH": "1"})
+    assert proc.returncode == 0, proc.stderr
+    (cfg,) = [d for d in _json_lines(proc.stdout) if d["kind"] == "config"]
+    assert cfg["data"] == "random-uniform" and cfg["torch_s"] is None and cfg["npvae_over_torch"] is None
+    assert _positive(cfg["npvae_s"]) and _positive(cfg["floor_s"])
+    assert "PyTorch is not installed" in proc.stdout + proc.stderr
+
+
+def test_compare_torch_without_torch(shared_data: Path) -> None:
+    pytest.importorskip("mlxtend")
+    proc = _run([str(BENCH / "compare_torch.py"), "--quick", "--epochs", "1", "--train-examples", "256",
+                 "--eval-examples", "128", "--data", str(shared_data)], env={"NPVAE_BENCH_NO_TORCH": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PyTorch is not installed" in proc.stdout and "npvae :" in proc.stdout
+
+
+# ---------------------------------------------------------------------------- helpers
+def test_fixed_eps_helper_matches_evaluate() -> None:
+    """npvae_nelbo_fixed_eps with evaluate's own noise stream gives evaluate's number."""
+    import npvae
+
+    rng = np.random.default_rng(3)
+    x = rng.random((2500, 30), dtype=np.float32)
+    vae = npvae.VAE(30, (16,), 4, seed=1, dtype=np.float32)
+    eps = np.random.default_rng(0).standard_normal((x.shape[0], 4), dtype=np.float32)  # evaluate's draws, in order
+    got = C.npvae_nelbo_fixed_eps(vae, x, eps, chunk=1024)
+    assert got == pytest.approx(vae.evaluate(x), rel=1e-6)
+
+
+# ---------------------------------------------------------------------------- torch equivalence
+def _batch(rng: np.random.Generator, b: int, p: int, likelihood: str) -> np.ndarray:
+    x = rng.random((b, p))
+    return x if likelihood == "bernoulli" else rng.standard_normal((b, p))
+
+
+def _assert_equivalent(r: dict, loss_rtol: float, grad_rtol: float) -> None:
+    assert r["loss_rel_diff"] <= loss_rtol, (r["npvae_loss"], r["torch_loss"], r["loss_rel_diff"])
+    assert r["npvae_grads"].keys() == r["torch_grads"].keys()
+    for k, g in r["npvae_grads"].items():
+        t = r["torch_grads"][k]
+        assert g.shape == t.shape, k
+        # elementwise rtol; an absolute floor far below it (relative to the array's largest entry) lets
+        # entries that cancel to ~0 through. atol = 1e-6 * rtol * max|g|.
+        np.testing.assert_allclose(g, t, rtol=grad_rtol, atol=grad_rtol * 1e-6 * float(np.max(np.abs(t))),
+                                   err_msg=k)
+
+
+def test_torch_matches_npvae_float32_benchmark_model() -> None:
+    """The startup sanity check of compare_torch.py (float32, 1e-4), on the real data if present."""
+    torch = pytest.importorskip("torch")
+    import compare_torch
+
+    x = np.random.default_rng(0).random((200, 784), dtype=np.float32)
+    compare_torch.sanity_check(torch, x)  # asserts loss to 1e-4 and gradients to 1e-3
+
+
+def test_torch_matches_npvae_float64_benchmark_model() -> None:
+    """784-400-20 ReLU, Bernoulli, L=1, beta=1 (the benchmarked model), float64."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    x = rng.random((32, 784))
+    x[:, ::3] = (x[:, ::3] > 0.5)  # some exact 0/1 pixels, like MNIST
+    eps = rng.standard_normal((32, 20))
+    r = C.equivalence_check(torch, x, eps, dtype=np.float64, hidden_dims=(400,), latent_dim=20)
+    _assert_equivalent(r, 1e-10, 1e-8)
+
+
+VARIANTS = {
+    "gaussian-tanh-L2-beta0.5": dict(likelihood="gaussian", activation="tanh", sigma_dec=0.7, n_samples=2, beta=0.5),
+    "gaussian-relu-L1": dict(likelihood="gaussian", activation="relu", sigma_dec=1.3),
+    "bernoulli-relu-L3-beta2": dict(likelihood="bernoulli", activation="relu", n_samples=3, beta=2.0),
+    "bernoulli-leaky_relu": dict(likelihood="bernoulli", activation="leaky_relu", alpha=0.1),
+    "bernoulli-sigmoid": dict(likelihood="bernoulli", activation="sigmoid"),
+    "bernoulli-softplus": dict(likelihood="bernoulli", activation="softplus"),
+    "bernoulli-identity-beta0": dict(likelihood="bernoulli", activation="identity", beta=0.0),
+}
+
+
+@pytest.mark.parametrize("hidden", [(16,), (16, 12)], ids=["1-hidden", "2-hidden"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_torch_matches_npvae_float64_variants(variant: str, hidden: tuple[int, ...]) -> None:
+    torch = pytest.importorskip("torch")
+    kw = VARIANTS[variant]
+    rng = np.random.default_rng(zlib.crc32(f"{variant}{hidden}".encode()))
+    b, p, k, n_samples = 7, 30, 4, kw.get("n_samples", 1)
+    x = _batch(rng, b, p, kw["likelihood"])
+    eps = rng.standard_normal((n_samples, b, k))
+    r = C.equivalence_check(torch, x, eps, dtype=np.float64, hidden_dims=hidden, latent_dim=k, seed=5, **kw)
+    _assert_equivalent(r, 1e-10, 1e-8)
+
+
+def test_torch_fixed_eps_evaluation_matches_npvae() -> None:
+    """The two held-out estimators of compare_torch.py agree on the same model and noise."""
+    torch = pytest.importorskip("torch")
+    import npvae
+
+    rng = np.random.default_rng(7)
+    x = rng.random((1100, 50))
+    vae = npvae.VAE(50, (20,), 5, seed=2, dtype=np.float64)
+    model = C.make_torch_vae(torch, 50, (20,), 5, dtype=np.float64, seed=0)
+    C.copy_npvae_to_torch(vae, model)
+    eps = rng.standard_normal((3, 1100, 5))
+    a = C.npvae_nelbo_fixed_eps(vae, x, eps, chunk=300)
+    b = C.torch_nelbo_fixed_eps(torch, model, x, eps, chunk=256)
+    assert a == pytest.approx(b, rel=1e-12)
+
+
+def test_torch_trainer_epoch_runs() -> None:
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).random((300, 40), dtype=np.float32)
+    model = C.make_torch_vae(torch, 40, (16,), 3, dtype=np.float32, seed=0)
+    tr = C.TorchTrainer(torch, model, x, batch_size=64, seed=0)
+    s1, l1 = tr.train_epoch()
+    s2, l2 = tr.train_epoch()
+    assert s1 > 0 and s2 > 0 and np.isfinite(l1) and l2 < l1
