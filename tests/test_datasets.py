@@ -243,3 +243,15 @@ def test_loader_checks_kinds_and_counts(tmp_path: Path) -> None:
     assert (x == 1.0).all() and y.tolist() == [0, 1, 2, 3, 4]
     with pytest.raises(ChecksumError):  # the registry catches synthetic files when verifying
         load_mnist("test", root=tmp_path, download=False)
+
+
+def test_uint8_pixels_are_the_raw_file_bytes(shared_data):
+    from npvae.datasets import load_mnist
+
+    x8, y8 = load_mnist("test", root=shared_data, download=False, dtype=np.uint8)
+    x, y = load_mnist("test", root=shared_data, download=False)
+    assert x8.dtype == np.uint8 and x8.shape == (10000, 784) and x8.flags.c_contiguous
+    np.testing.assert_array_equal(y8, y)
+    np.testing.assert_allclose(x8 / np.float32(255), x, rtol=0, atol=1e-7)
+    with pytest.raises(TypeError, match="dtype must be"):
+        load_mnist("test", root=shared_data, download=False, dtype=np.int16)

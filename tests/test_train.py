@@ -126,3 +126,23 @@ def test_training_allocates_nothing_per_minibatch(digits):
     small_run, big_run = peak(128), peak(1280)
     # the per-epoch permutation grows by 8 bytes per example; batches add nothing
     assert big_run - small_run < 8 * (1280 - 128) + 64 * 1024
+
+
+def test_uint8_pixels_with_pixel_scale_train_like_floats(digits):
+    raw = np.round(digits[:400] * 255).astype(np.uint8)
+    floats = raw / np.float32(255)
+    h_float = npvae.train(small(seed=2), floats[:300], epochs=2, batch_size=50, x_val=floats[300:])
+    h_raw = npvae.train(small(seed=2), raw[:300], epochs=2, batch_size=50, x_val=raw[300:], pixel_scale=1 / 255)
+    for a, b in zip(h_float, h_raw):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+
+
+def test_pixel_scale_errors(digits):
+    raw = np.round(digits[:100] * 255).astype(np.uint8)
+    with pytest.raises(TypeError, match="pass pixel_scale=1/255"):
+        npvae.train(small(), raw, epochs=1, batch_size=10)
+    with pytest.raises(TypeError, match="pixel_scale is for uint8 pixel data"):
+        npvae.train(small(), digits[:100], epochs=1, batch_size=10, pixel_scale=1 / 255)
+    with pytest.raises(ValueError, match=r"x_train \* pixel_scale must lie in \[0, 1\]"):
+        npvae.train(small(), raw, epochs=1, batch_size=10, pixel_scale=1.0)
