@@ -17,6 +17,8 @@ import numpy as np
 def _describe(x: object) -> str:
     if isinstance(x, np.ndarray):
         return f"array of shape {x.shape} and dtype {x.dtype}"
+    if isinstance(x, (list, tuple)):
+        return f"{type(x).__name__} of length {len(x)}"
     return f"{type(x).__name__} {x!r}"[:120]
 
 
@@ -50,7 +52,8 @@ def check_data(name: str, x: object, *, width: int | None = None, ndim: int = 2,
         Wrong rank or width, empty, NaN or infinity, or outside [0, 1].
     """
     if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a NumPy array, got {_describe(x)}")
+        hint = " (convert with np.asarray(..., dtype=np.float32))" if isinstance(x, (list, tuple)) else ""
+        raise TypeError(f"{name} must be a NumPy array, got {_describe(x)}{hint}")
     if not np.issubdtype(x.dtype, np.floating):
         hint = " (scale integer pixels to [0, 1] first, e.g. x / 255.0)" if np.issubdtype(x.dtype, np.integer) else ""
         raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}{hint}")

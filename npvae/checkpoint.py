@@ -69,7 +69,7 @@ def _read_members(path: Path) -> dict[str, np.ndarray]:
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise CheckpointError(f"{path}: not an .npz file (not a valid zip archive: {exc})") from exc
+        raise CheckpointError(f"{path}: not a readable .npz file: truncated, or not an .npz at all ({exc})") from exc
     arrays: dict[str, np.ndarray] = {}
     with zf:
         infos = zf.infolist()

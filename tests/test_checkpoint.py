@@ -87,9 +87,9 @@ def good_arrays(vae: npvae.VAE | None = None) -> dict:
 
 
 @pytest.mark.parametrize("what,mutate,fragment", [
-    ("truncated", lambda p: p.write_bytes(p.read_bytes()[:300]), "not an .npz file"),
-    ("text file", lambda p: p.write_text("hello"), "not an .npz file"),
-    ("empty file", lambda p: p.write_bytes(b""), "not an .npz file"),
+    ("truncated", lambda p: p.write_bytes(p.read_bytes()[:300]), "truncated, or not an .npz"),
+    ("text file", lambda p: p.write_text("hello"), "not a readable .npz file"),
+    ("empty file", lambda p: p.write_bytes(b""), "not a readable .npz file"),
     ("missing", lambda p: p.unlink(), "no such file"),
 ])
 def test_damaged_files(tmp_path, what, mutate, fragment):
