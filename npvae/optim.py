@@ -56,20 +56,38 @@ class Adam:
 
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> float:
         """Apply one update to every array in ``params``; returns ``sum(g**2)`` over all."""
-        _check_pair(params, grads)
         self.t += 1
         b1, b2 = self.betas
+        scalars: dict[np.dtype, tuple] = {}
         sq = 0.0
+        for key, (p, g, m, v) in self._flat_views(params, grads).items():
+            args = scalars.get(p.dtype)
+            if args is None:
+                f = p.dtype.type
+                args = scalars[p.dtype] = (f(self.lr / (1 - b1**self.t)), f(b1), f(1 - b1), f(b2), f(1 - b2),
+                                           f(1 / (1 - b2**self.t)), f(self.eps))
+            sq += kernels.adam_update(p, g, m, v, *args)
+        return sq
+
+    def _new_state(self, p: np.ndarray) -> dict[str, np.ndarray]:
+        return {"m": np.zeros_like(p), "v": np.zeros_like(p)}
+
+    def _flat_views(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> dict[str, tuple]:
+        """Flat views of each parameter, its gradient and its state, kept while the
+        same arrays come back (a training loop passes the same dicts every step)."""
+        cache = getattr(self, "_views", None)
+        if (cache is not None and cache[0] is params and cache[1] is grads and params.keys() == cache[2].keys()
+                and all(cache[2][k][0] is p and cache[2][k][1] is grads.get(k) for k, p in params.items())):
+            return cache[3]
+        _check_pair(params, grads)
+        views = {}
         for key, p in params.items():
             st = self.state.get(key)
             if st is None:
-                st = self.state[key] = {"m": np.zeros_like(p), "v": np.zeros_like(p)}
-            f = p.dtype.type
-            sq += kernels.adam_update(
-                _flat(p), _flat(grads[key]), _flat(st["m"]), _flat(st["v"]),
-                f(self.lr / (1 - b1**self.t)), f(b1), f(1 - b1), f(b2), f(1 - b2),
-                f(1 / (1 - b2**self.t)), f(self.eps))
-        return sq
+                st = self.state[key] = self._new_state(p)
+            views[key] = tuple(_flat(a) for a in (p, grads[key], *st.values()))
+        self._views = (params, grads, {k: (p, grads[k]) for k, p in params.items()}, views)
+        return views
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """State as flat name -> array, for checkpoints."""
@@ -81,6 +99,7 @@ class Adam:
         """Restore what :meth:`state_arrays` returned."""
         self.t = int(arrays["t"])
         self.state = {}
+        self._views = None
         for name, a in arrays.items():
             if name != "t":
                 key, s = name.rsplit(".", 1)
@@ -105,18 +124,17 @@ class SGD:
 
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> float:
         """Apply one update to every array in ``params``; returns ``sum(g**2)`` over all."""
-        _check_pair(params, grads)
         self.t += 1
         sq = 0.0
-        for key, p in params.items():
-            st = self.state.get(key)
-            if st is None:
-                st = self.state[key] = {"buf": np.zeros_like(p)}
+        for key, (p, g, buf) in self._flat_views(params, grads).items():
             f = p.dtype.type
-            sq += kernels.sgd_momentum_update(_flat(p), _flat(grads[key]), _flat(st["buf"]),
-                                              f(self.lr), f(self.momentum))
+            sq += kernels.sgd_momentum_update(p, g, buf, f(self.lr), f(self.momentum))
         return sq
 
+    def _new_state(self, p: np.ndarray) -> dict[str, np.ndarray]:
+        return {"buf": np.zeros_like(p)}
+
+    _flat_views = Adam._flat_views
     state_arrays = Adam.state_arrays
     load_state_arrays = Adam.load_state_arrays
 

@@ -68,3 +68,27 @@ def test_step_checks_keys_and_shapes():
         opt.step({"a": np.zeros(2)}, {"b": np.zeros(2)})
     with pytest.raises(ValueError, match="shape"):
         opt.step({"a": np.zeros(2)}, {"a": np.zeros(3)})
+
+
+def test_optimizer_follows_changes_to_the_dicts_it_is_given():
+    """Flat views are cached between steps; new keys and new gradient arrays must still be seen."""
+    from npvae import reference as R
+
+    opt = npvae.Adam(lr=0.1)
+    params, grads = {"a": np.ones(3)}, {"a": np.ones(3)}
+    ref_a, ma, va = np.ones(3), np.zeros(3), np.zeros(3)
+    opt.step(params, grads)
+    ref_a, ma, va = R.adam_update(ref_a, np.ones(3), ma, va, 1, 0.1)
+
+    params["b"], grads["b"] = np.ones(2), np.ones(2)  # same dicts, a new key: first seen at step t = 2
+    opt.step(params, grads)
+    ref_a, ma, va = R.adam_update(ref_a, np.ones(3), ma, va, 2, 0.1)
+    ref_b, mb, vb = R.adam_update(np.ones(2), np.ones(2), np.zeros(2), np.zeros(2), 2, 0.1)
+    np.testing.assert_allclose(params["b"], ref_b, rtol=1e-12)
+
+    grads["a"] = np.full(3, -1.0)  # a new gradient array under an old key
+    opt.step(params, grads)
+    ref_a, ma, va = R.adam_update(ref_a, np.full(3, -1.0), ma, va, 3, 0.1)
+    np.testing.assert_allclose(params["a"], ref_a, rtol=1e-12)
+    with pytest.raises(ValueError, match="same keys"):
+        opt.step(params, {"a": grads["a"]})
