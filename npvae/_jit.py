@@ -45,3 +45,32 @@ def jit(func: F, *, exact: bool = False) -> F:
 
     flags = FASTMATH_EXACT if exact else FASTMATH
     return numba.njit(cache=CACHE, fastmath=set(flags), error_model="numpy", nogil=True)(func)
+
+
+def by_precision(f32: Callable[[Any], Any], f64: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """One scalar function that runs ``f32`` on float32 arguments and ``f64`` on others.
+
+    In compiled code the choice is made at compile time from the argument's
+    type (a Numba ``overload``), so a kernel that calls it specializes per
+    dtype with no branch in its loop, and stays cacheable (passing jitted
+    functions as arguments is not reliably cached by Numba). Under
+    ``NUMBA_DISABLE_JIT=1`` the same choice is made in Python.
+    """
+    import numba
+    import numpy as np
+
+    # No annotations on these two: Numba requires the overload's signature to
+    # match the implementations' exactly, annotations included.
+    def choose(x):  # type: ignore[no-untyped-def]
+        return f32(x) if isinstance(x, np.float32) else f64(x)
+
+    if not numba.config.DISABLE_JIT:
+        from numba.extending import overload
+
+        @overload(choose, jit_options={"fastmath": set(FASTMATH_EXACT)})
+        def _choose(x):  # type: ignore[no-untyped-def]
+            if isinstance(x, numba.types.Float) and x.bitwidth == 32:
+                return lambda x: f32(x)
+            return lambda x: f64(x)
+
+    return choose

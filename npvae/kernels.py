@@ -20,11 +20,10 @@ Conventions
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 
-from ._jit import jit
+from ._jit import by_precision, jit
 
 IDENTITY, RELU, LEAKY_RELU, TANH, SIGMOID, SOFTPLUS = range(6)
 
@@ -87,6 +86,9 @@ def _exp_nonpositive_f32(x: float) -> float:
 
 
 _exp_nonpositive_f32 = jit(_exp_nonpositive_f32, exact=True)
+
+#: ``exp(x)`` for ``x <= 0`` in the precision of ``x``.
+_exp_nonpositive_any = by_precision(_exp_nonpositive_f32, _exp_nonpositive)
 
 
 def _activate(v: float, kind: int, alpha: float) -> float:
@@ -188,42 +190,6 @@ LOGVAR_MAX = 30.0
 _CHUNK = 256  # columns per running product in bernoulli_nll: 2**256 cannot overflow float64
 
 
-def _bernoulli_nll(logits: np.ndarray, x: np.ndarray, dlogits: np.ndarray, scale: float, db: np.ndarray,
-                   tmp: np.ndarray, exp_nonpositive: Callable[[float], float]) -> float:
-    n, p = logits.shape
-    bx = x.shape[0]
-    zero = db.dtype.type(0)
-    one = db.dtype.type(1)
-    for j in range(p):
-        db[j] = zero
-    total = 0.0
-    for r in range(n):
-        lr, xr, dr = logits[r], x[r % bx], dlogits[r]
-        row = zero
-        for j in range(p):
-            lv = lr[j]
-            tmp[j] = exp_nonpositive(-abs(lv))
-            row += max(lv, zero) - xr[j] * lv
-        logs = 0.0
-        for c0 in range(0, p, _CHUNK):
-            prod = 1.0
-            for j in range(c0, min(c0 + _CHUNK, p)):
-                prod *= 1.0 + np.float64(tmp[j])
-            logs += math.log(prod)
-        for j in range(p):
-            t = tmp[j]
-            s = one / (one + t)
-            sig = s if lr[j] >= zero else t * s
-            g = (sig - xr[j]) * scale
-            dr[j] = g
-            db[j] += g
-        total += np.float64(row) + logs
-    return total
-
-
-_bernoulli_nll = jit(_bernoulli_nll)
-
-
 def bernoulli_nll(logits: np.ndarray, x: np.ndarray, dlogits: np.ndarray, scale: float, db: np.ndarray,
                   tmp: np.ndarray) -> float:
     r"""Bernoulli negative log-likelihood with logits, its gradient and bias gradient, in one pass.
@@ -259,8 +225,38 @@ def bernoulli_nll(logits: np.ndarray, x: np.ndarray, dlogits: np.ndarray, scale:
     float
         the summed negative log-likelihood, in float64.
     """
-    exp = _exp_nonpositive_f32 if logits.dtype == np.float32 else _exp_nonpositive
-    return _bernoulli_nll(logits, x, dlogits, scale, db, tmp, exp)
+    n, p = logits.shape
+    bx = x.shape[0]
+    zero = db.dtype.type(0)
+    one = db.dtype.type(1)
+    for j in range(p):
+        db[j] = zero
+    total = 0.0
+    for r in range(n):
+        lr, xr, dr = logits[r], x[r % bx], dlogits[r]
+        row = zero
+        for j in range(p):
+            lv = lr[j]
+            tmp[j] = _exp_nonpositive_any(-abs(lv))
+            row += max(lv, zero) - xr[j] * lv
+        logs = 0.0
+        for c0 in range(0, p, _CHUNK):
+            prod = 1.0
+            for j in range(c0, min(c0 + _CHUNK, p)):
+                prod *= 1.0 + np.float64(tmp[j])
+            logs += math.log(prod)
+        for j in range(p):
+            t = tmp[j]
+            s = one / (one + t)
+            sig = s if lr[j] >= zero else t * s
+            g = (sig - xr[j]) * scale
+            dr[j] = g
+            db[j] += g
+        total += np.float64(row) + logs
+    return total
+
+
+bernoulli_nll = jit(bernoulli_nll)
 
 
 def gaussian_sq_err(mean: np.ndarray, x: np.ndarray, dmean: np.ndarray, scale: float, db: np.ndarray) -> float:
