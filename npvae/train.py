@@ -191,6 +191,8 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
                 save_checkpoint(ckpt, vae, optimizer, progress(epoch + 1, 0))
             if on_epoch is not None:
                 on_epoch(record)
+            if interrupt.requested and epoch < epochs:  # Ctrl-C during validation or on_epoch
+                raise TrainingInterrupted(ckpt, epoch + 1, 0)
     return history
 
 

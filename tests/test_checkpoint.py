@@ -209,3 +209,15 @@ def test_stale_temporaries_are_removed_when_training_starts(tmp_path):
     other.write_bytes(b"not ours")
     npvae.train(model(), X, epochs=1, batch_size=5, checkpoint_path=ckpt)
     assert not stale.exists() and other.exists() and ckpt.exists()
+
+
+def test_saved_files_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        model().save(tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m.npz").stat().st_mode) == 0o644

@@ -146,3 +146,17 @@ def test_pixel_scale_errors(digits):
         npvae.train(small(), digits[:100], epochs=1, batch_size=10, pixel_scale=1 / 255)
     with pytest.raises(ValueError, match=r"x_train \* pixel_scale must lie in \[0, 1\]"):
         npvae.train(small(), raw, epochs=1, batch_size=10, pixel_scale=1.0)
+
+
+def test_ctrl_c_during_validation_is_not_lost(digits, tmp_path):
+    ckpt = tmp_path / "run.npz"
+
+    def ctrl_c_after_epoch(record):
+        if record["epoch"] == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(npvae.TrainingInterrupted) as info:
+        npvae.train(small(), digits[:128], epochs=3, batch_size=64, checkpoint_path=ckpt, on_epoch=ctrl_c_after_epoch)
+    assert (info.value.epoch, info.value.batch) == (2, 0)
+    _, history = npvae.resume(ckpt, digits[:128])
+    assert [r["epoch"] for r in history] == [1, 2, 3]
