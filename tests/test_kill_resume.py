@@ -29,11 +29,13 @@ def test_sigkill_at_random_points_then_resume(tmp_path):
     progress = []
     for _ in range(KILLS):
         proc = start(ckpt)
-        first = proc.stdout.readline()  # the run is training (imports and loading are done)
-        if first.startswith("done"):
+        # Kill after a random number of finished batches plus a random few milliseconds, so the
+        # kills land mid-step, mid-write and between batches whatever the machine's speed.
+        lines = [proc.stdout.readline() for _ in range(int(rng.integers(1, 8)))]
+        if any(line.startswith("done") for line in lines):
             break
-        assert first.startswith("batch"), first + proc.stderr.read()
-        time.sleep(rng.uniform(0.0, 0.4))  # land anywhere: mid-step, mid-write, between batches
+        assert all(line.startswith("batch") for line in lines), "".join(lines) + proc.stderr.read()
+        time.sleep(rng.uniform(0.0, 0.02))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         proc.stdout.close()
@@ -42,7 +44,7 @@ def test_sigkill_at_random_points_then_resume(tmp_path):
         vae, _, prog = load_checkpoint(ckpt)  # always loads, never half written
         progress.append((prog["epoch"], prog["batch"]))
         assert all(np.all(np.isfinite(p)) for p in vae.params.values())
-    assert len(progress) >= KILLS // 2, progress
+    assert len(progress) == KILLS, progress
     assert progress == sorted(progress), f"resumed runs went backwards: {progress}"
 
     proc = start(ckpt)
