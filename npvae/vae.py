@@ -135,13 +135,11 @@ class VAE:
         if not isinstance(eps, np.ndarray):
             raise TypeError(f"eps must be a NumPy array, got {type(eps).__name__}")
         shape3 = (self.n_samples, batch, self.latent_dim)
-        if eps.shape == shape3[1:]:
+        if eps.shape == shape3[1:] and self.n_samples == 1:
             eps = eps[None]
         if eps.shape != shape3:
-            want = f"({batch}, {self.latent_dim})" + (f" or {shape3}" if self.n_samples == 1 else "")
-            if self.n_samples > 1:
-                want = str(shape3)
-            raise ValueError(f"eps must have shape {want} (n_samples, batch, latent_dim), got {eps.shape}")
+            accepted = f"{shape3[1:]} or {shape3}" if self.n_samples == 1 else f"{shape3}"
+            raise ValueError(f"eps must have shape {accepted} (n_samples, batch, latent_dim), got {eps.shape}")
         if not np.all(np.isfinite(eps)):
             raise ValueError("eps contains NaN or infinite values")
         return np.ascontiguousarray(eps, dtype=self.dtype)
