@@ -208,13 +208,6 @@ class Data:
 
 
 # ---------------------------------------------------------------------- data
-def _files_present(name: str, split: str, root: Path | None) -> bool:
-    spec = DATASETS[name]
-    dirs = npvae.datasets.search_dirs(name, root)
-    stems = [spec.files[split, kind].stem for kind in ("images", "labels")]
-    return all(any((d / s).is_file() or (d / (s + ".gz")).is_file() for d in dirs) for s in stems)
-
-
 def _reachable(urls: list[str], timeout: float) -> bool:
     """Whether any mirror (or its proxy) accepts a TCP connection within ``timeout`` seconds in all.
 
@@ -252,7 +245,7 @@ def load_data(args: argparse.Namespace, console: Console) -> Data:
     name = args.dataset
     spec = DATASETS[name]
     loader = npvae.datasets.load_mnist if name == "mnist" else npvae.datasets.load_fashion_mnist
-    have = {split: _files_present(name, split, args.data) for split in ("train", "test")}
+    have = {split: npvae.datasets.on_disk(name, split, args.data) for split in ("train", "test")}
     download = not args.no_download
     if download and not all(have.values()):
         if _reachable(mirrors_from_env(spec.mirrors_env, spec.mirrors), PROBE_TIMEOUT):
@@ -271,7 +264,7 @@ def load_data(args: argparse.Namespace, console: Console) -> Data:
             if have["test"]:
                 raise  # present but damaged: say so rather than quietly validating on something else
             x_test = y_test = None
-    after = {split: _files_present(name, split, args.data) for split in ("train", "test")}
+    after = {split: npvae.datasets.on_disk(name, split, args.data) for split in ("train", "test")}
     downloaded = any(after[s] and not have[s] for s in after)
 
     subset = name == "mnist" and x_train.shape[0] == 5000 and not after["train"]
@@ -479,7 +472,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, out: Path, ch
         files += list(figures.values())
     files.append(checkpoint)
 
-    rec, kl = _loss_terms(vae, data.x_val)
+    rec, kl = vae.evaluate_terms(data.x_val)
     n_val = data.x_val.shape[0]
     print(f"final {data.val_name} negative ELBO: {final:.2f} nats per example on {n_val:,} held-out images "
           f"(reconstruction {rec:.2f} + KL {kl:.2f}); {_count(len(history), 'epoch')}, "
@@ -501,23 +494,6 @@ def _load_kernels(vae: npvae.VAE, x: np.ndarray) -> None:
     tmp.loss_and_grads(x)
     npvae.Adam().step(tmp.params, tmp.grads)
     tmp.evaluate(x)
-
-
-def _loss_terms(vae: npvae.VAE, x: np.ndarray, chunk: int = 1024) -> tuple[float, float]:
-    """Mean reconstruction term and KL over ``x``.
-
-    Same chunks and same noise as ``vae.evaluate(x)`` (a Generator seeded with 0),
-    so that ``reconstruction + beta * KL`` is the reported negative ELBO.
-    """
-    rng = np.random.default_rng(0)
-    rec = kl = 0.0
-    for start in range(0, x.shape[0], chunk):
-        xb = x[start:start + chunk]
-        eps = rng.standard_normal((vae.n_samples, xb.shape[0], vae.latent_dim), dtype=vae.dtype)
-        r, k = vae.loss_terms(xb, eps)
-        rec += r * xb.shape[0]
-        kl += k * xb.shape[0]
-    return rec / x.shape[0], kl / x.shape[0]
 
 
 if __name__ == "__main__":

@@ -172,6 +172,16 @@ def _find(stem: str, dirs: list[Path]) -> Path | None:
     return None
 
 
+def on_disk(name: str, split: str, root: str | os.PathLike[str] | None = None) -> bool:
+    """Whether both files of a split are found by the loaders' search order (no download, no checks).
+
+    ``name`` is ``"mnist"`` or ``"fashion-mnist"``; ``split`` is ``"train"`` or ``"test"``.
+    """
+    spec = DATASETS[name]
+    dirs = search_dirs(name, root)
+    return all(_find(spec.files[split, kind].stem, dirs) is not None for kind in _KINDS)
+
+
 def _verify(spec: DatasetSpec, file: FileSpec, path: Path) -> None:
     md5 = file.md5 if path.suffix == ".gz" else None
     try:

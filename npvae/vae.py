@@ -251,15 +251,23 @@ class VAE:
         Generator seeded with 0, so that the same model on the same data gives
         the same number and evaluating never disturbs the training noise.
         """
+        rec, kl = self.evaluate_terms(x, rng, batch_size)
+        return rec + self.beta * kl
+
+    def evaluate_terms(self, x: np.ndarray, rng: np.random.Generator | None = None,
+                       batch_size: int = _EVAL_CHUNK) -> tuple[float, float]:
+        """``(reconstruction, kl)`` means over ``x``, with the same chunks and noise as :meth:`evaluate`,
+        so that ``evaluate(x) == reconstruction + beta * kl``."""
         x = self._check_x(x)
         rng = rng if rng is not None else np.random.default_rng(0)
         batch_size = check_int("batch_size", batch_size)
-        total = 0.0
+        rec = kl = 0.0
         for start in range(0, x.shape[0], batch_size):
             xb = x[start:start + batch_size]
-            nll, kl = self._loss_terms(xb, None, rng, backward=False)
-            total += (nll + self.beta * kl) * xb.shape[0]
-        return total / x.shape[0]
+            r, k = self._loss_terms(xb, None, rng, backward=False)
+            rec += r * xb.shape[0]
+            kl += k * xb.shape[0]
+        return rec / x.shape[0], kl / x.shape[0]
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(mu, logvar)`` of q(z | x), each of shape (n, latent_dim)."""

@@ -255,3 +255,12 @@ def test_uint8_pixels_are_the_raw_file_bytes(shared_data):
     np.testing.assert_allclose(x8 / np.float32(255), x, rtol=0, atol=1e-7)
     with pytest.raises(TypeError, match="dtype must be"):
         load_mnist("test", root=shared_data, download=False, dtype=np.int16)
+
+
+def test_on_disk_follows_the_search_order(shared_data, tmp_path):
+    from npvae.datasets import on_disk
+
+    assert on_disk("mnist", "test", shared_data)
+    assert not on_disk("mnist", "train", shared_data)  # labels are there, the training images are not
+    assert on_disk("fashion-mnist", "train", shared_data / "fashion-mnist")
+    assert not on_disk("mnist", "test", tmp_path)

@@ -182,3 +182,11 @@ def test_float32_agrees_with_float64():
     assert l32 == pytest.approx(l64, rel=1e-5)
     for k in g64:
         np.testing.assert_allclose(g32[k], g64[k], rtol=1e-3, atol=1e-5 * np.abs(g64[k]).max())
+
+
+def test_evaluate_terms_add_up_to_evaluate():
+    vae = make("bernoulli", "relu", beta=1.7)
+    x = np.random.default_rng(0).random((2500, 8))
+    rec, kl = vae.evaluate_terms(x, batch_size=1000)
+    assert vae.evaluate(x, batch_size=1000) == pytest.approx(rec + 1.7 * kl, rel=1e-12)
+    assert rec > 0 and kl > 0
