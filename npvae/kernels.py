@@ -112,27 +112,32 @@ def _activate(v: float, kind: int, alpha: float) -> float:
 _activate = jit(_activate)
 
 
-def bias_act_forward(pre: np.ndarray, b: np.ndarray, out: np.ndarray, kind: int, alpha: float) -> None:
-    """``out = f(pre + b)`` row by row; ``out`` may be ``pre`` (in place).
+def bias_act_forward(y: np.ndarray, b: np.ndarray, kind: int, alpha: float) -> None:
+    """``y = f(y + b)`` in place, row by row; ``y``: (n, d), ``b``: (d,).
 
-    ``pre``, ``out``: (n, d); ``b``: (d,). ReLU and identity get their own
-    loops because they are the hot path and vectorize; the others call
-    :func:`_activate`.
+    In place on purpose: called with a separate output that is the same
+    array as the input, LLVM's runtime alias check sent the loop to its
+    scalar version (43.7 us instead of 8.6 us for a 128x400 ReLU). ReLU and
+    identity get their own loops because they are the hot path and
+    vectorize; the others call :func:`_activate`.
     """
-    n, d = pre.shape
+    n, d = y.shape
     if kind == RELU:
-        zero = pre.dtype.type(0)
+        zero = y.dtype.type(0)
         for r in range(n):
+            yr = y[r]
             for j in range(d):
-                out[r, j] = max(pre[r, j] + b[j], zero)
+                yr[j] = max(yr[j] + b[j], zero)
     elif kind == IDENTITY:
         for r in range(n):
+            yr = y[r]
             for j in range(d):
-                out[r, j] = pre[r, j] + b[j]
+                yr[j] += b[j]
     else:
         for r in range(n):
+            yr = y[r]
             for j in range(d):
-                out[r, j] = _activate(pre[r, j] + b[j], kind, alpha)
+                yr[j] = _activate(yr[j] + b[j], kind, alpha)
 
 
 bias_act_forward = jit(bias_act_forward)

@@ -100,7 +100,7 @@ class Dense:
         ws = self._ws.get(x.shape[0])
         y = ws["y"]
         np.matmul(x, self.params["W"], out=y)
-        kernels.bias_act_forward(y, self.params["b"], y, self._kind, self._alpha)
+        kernels.bias_act_forward(y, self.params["b"], self._kind, self._alpha)
         self._x, self._y = x, y
         return y
 
@@ -168,7 +168,8 @@ class Activation:
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``y = f(x)`` for ``x`` of shape (n, d); caches ``y``."""
         ws = self._workspace(x)
-        kernels.bias_act_forward(x, ws["zero"], ws["y"], self._kind, self._alpha)
+        np.copyto(ws["y"], x)
+        kernels.bias_act_forward(ws["y"], ws["zero"], self._kind, self._alpha)
         self._y = ws["y"]
         return self._y
 
