@@ -26,8 +26,8 @@ from ._validate import check_choice, check_dtype, check_float, check_int
 _MAX_WORKSPACES = 6
 
 
-class _Workspaces:
-    """Arrays sized once per row count and reused (a few sizes at most)."""
+class Workspaces:
+    """Arrays sized once per row count and reused; past a few row counts the oldest set is dropped."""
 
     def __init__(self, shapes: dict[str, tuple[int, ...]], dtype: np.dtype) -> None:
         self._shapes = shapes  # -1 in a shape stands for the row count
@@ -91,7 +91,7 @@ class Dense:
         self.grads: dict[str, np.ndarray] = {k: np.zeros_like(v) for k, v in self.params.items()}
         self._kind = kernels.ACTIVATIONS[activation]
         self._alpha = self.dtype.type(alpha)
-        self._ws = _Workspaces({"y": (-1, out_dim), "dpre": (-1, out_dim), "dx": (-1, in_dim)}, self.dtype)
+        self._ws = Workspaces({"y": (-1, out_dim), "dpre": (-1, out_dim), "dx": (-1, in_dim)}, self.dtype)
         self._x: np.ndarray | None = None
         self._y: np.ndarray | None = None
 
@@ -154,13 +154,13 @@ class Activation:
         self.grads: dict[str, np.ndarray] = {}
         self._kind = kernels.ACTIVATIONS[name]
         self._alpha = self.dtype.type(check_float("alpha", alpha, minimum=0.0))
-        self._ws: _Workspaces | None = None
+        self._ws: Workspaces | None = None
         self._y: np.ndarray | None = None
 
     def _workspace(self, x: np.ndarray) -> dict[str, np.ndarray]:
         if self._ws is None or self._ws._shapes["y"][1] != x.shape[1]:
             d = x.shape[1]
-            self._ws = _Workspaces({"y": (-1, d), "dx": (-1, d), "zero": (d,), "db": (d,)}, self.dtype)
+            self._ws = Workspaces({"y": (-1, d), "dx": (-1, d), "zero": (d,), "db": (d,)}, self.dtype)
         ws = self._ws.get(x.shape[0])
         ws["zero"][:] = 0
         return ws

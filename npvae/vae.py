@@ -22,7 +22,7 @@ import numpy as np
 
 from . import kernels
 from ._validate import check_choice, check_data, check_dtype, check_float, check_int
-from .layers import Dense
+from .layers import Dense, Workspaces
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 _EVAL_CHUNK = 1024
@@ -101,7 +101,9 @@ class VAE:
             for k in ("W", "b"):
                 self.params[f"{name}.{k}"] = layer.params[k]
                 self.grads[f"{name}.{k}"] = layer.grads[k]
-        self._noise: dict[int, dict[str, np.ndarray]] = {}
+        k, l_ = self.latent_dim, self.n_samples
+        # per batch size: the noise, z (row l*B + i once reshaped to (L*B, K)), and sigma for backward
+        self._noise = Workspaces({"eps": (l_, -1, k), "z": (l_, -1, k), "sigma": (-1, k)}, self.dtype)
         self._row_tmp = np.empty(self.input_dim, self.dtype)
 
     # ------------------------------------------------------------------ structure
@@ -145,17 +147,6 @@ class VAE:
         return np.ascontiguousarray(eps, dtype=self.dtype)
 
     # ------------------------------------------------------------------ the step
-    def _noise_buffers(self, batch: int) -> dict[str, np.ndarray]:
-        buf = self._noise.get(batch)
-        if buf is None:
-            if len(self._noise) >= 6:
-                self._noise.pop(next(iter(self._noise)))
-            k, l_ = self.latent_dim, self.n_samples
-            buf = {"eps": np.empty((l_, batch, k), self.dtype), "z": np.empty((l_ * batch, k), self.dtype),
-                   "sigma": np.empty((batch, k), self.dtype)}
-            self._noise[batch] = buf
-        return buf
-
     def _encode_raw(self, x: np.ndarray) -> np.ndarray:
         h = x
         for layer in self.encoder:
@@ -176,13 +167,14 @@ class VAE:
         workspaces for this batch size exist.
         """
         b, l_ = x.shape[0], self.n_samples
-        nb = self._noise_buffers(b)
+        nb = self._noise.get(b)
         if eps is None:
             rng.standard_normal(out=nb["eps"], dtype=self.dtype)
             eps = nb["eps"]
+        z = nb["z"].reshape(l_ * b, self.latent_dim)
         ml = self._encode_raw(x)
-        kl_sum = kernels.reparam_kl_forward(ml, eps, nb["z"], nb["sigma"])
-        out = self._decode_raw(nb["z"])
+        kl_sum = kernels.reparam_kl_forward(ml, eps, z, nb["sigma"])
+        out = self._decode_raw(z)
         dout = self.out.pre_activation_grad_buffer(out.shape[0])
         if self.likelihood == "bernoulli":
             nll_sum = kernels.bernoulli_nll(out, x, dout, self.dtype.type(1.0 / (b * l_)), self.out.grads["b"],
