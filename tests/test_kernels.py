@@ -74,6 +74,15 @@ def test_exp_nonpositive_f32_is_accurate_to_float32_rounding():
     assert 0.0 <= K._exp_nonpositive_f32(np.float32(-1e4)) < 2e-38
 
 
+@pytest.mark.parametrize("dtype, rtol, limit", [(np.float64, 3e-15, 700.0), (np.float32, 2.5e-7, 86.0)])
+def test_exp_any_is_accurate_for_both_signs(dtype, rtol, limit):
+    mag = np.concatenate([np.linspace(0, 1, 1001), np.geomspace(1e-7, limit, 3000)])
+    x = np.concatenate([-mag, mag]).astype(dtype)
+    got = np.array([K._exp_any(v) for v in x], dtype=dtype)
+    np.testing.assert_allclose(got, np.exp(x.astype(np.float64)), rtol=rtol, atol=0)
+    assert K._exp_any(dtype(0.0)) == 1.0
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(b=st.integers(1, 12), p=st.integers(1, 600), n_samples=st.integers(1, 3), seed=seeds)
 def test_bernoulli_nll_matches_reference(dtype, b, p, n_samples, seed):
