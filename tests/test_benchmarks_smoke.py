@@ -193,3 +193,14 @@ def test_torch_trainer_epoch_runs() -> None:
     s1, l1 = tr.train_epoch()
     s2, l2 = tr.train_epoch()
     assert s1 > 0 and s2 > 0 and np.isfinite(l1) and l2 < l1
+
+
+# ---------------------------------------------------------------------------- adam_threads
+def test_adam_threads_runs_and_reports_both_situations() -> None:
+    proc = _run([str(BENCH / "adam_threads.py"), "--repeats", "3"])
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if "serial" in line]
+    assert [r.split(":")[0].strip() for r in rows] == ["idle", "after a 2-thread GEMM"]
+    for r in rows:
+        numbers = [float(w) for w in r.replace("us", " ").split() if w.replace(".", "", 1).isdigit()]
+        assert len(numbers) == 3 and all(v > 0 for v in numbers), r
