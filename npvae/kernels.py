@@ -416,8 +416,7 @@ def reparam_kl_backward(dz: np.ndarray, eps: np.ndarray, ml: np.ndarray, sigma: 
                 dr[k + c] += g * er[c] * sr[c] * half
         for c in range(k):
             dr[k + c] = dr[k + c] if mr[k + c] <= lv_max else zero
-        for j in range(k2):
-            db[j] += dr[j]
+        _add_row(db, dr)
 
 
 reparam_kl_backward = jit(reparam_kl_backward)
