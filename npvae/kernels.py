@@ -422,6 +422,44 @@ def reparam_kl_backward(dz: np.ndarray, eps: np.ndarray, ml: np.ndarray, sigma: 
 reparam_kl_backward = jit(reparam_kl_backward)
 
 
+#: Elements per chunk in the optimizer kernels: each chunk's ``sum(g**2)`` is
+#: accumulated in the arrays' own precision (so float32 keeps its full SIMD
+#: width), then added to a float64 total.
+_SQ_CHUNK = 512
+
+
+def _adam_one(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, j: int, step: float,
+              b1: float, one_minus_b1: float, b2: float, one_minus_b2: float, inv_bc2: float,
+              eps: float) -> float:
+    """Adam on element ``j``; returns ``g[j]**2`` in the arrays' dtype."""
+    tiny = np.finfo(p.dtype).tiny
+    zero = p.dtype.type(0)
+    gj = g[j]
+    gg = gj * gj
+    mj = b1 * m[j] + one_minus_b1 * gj
+    vj = b2 * v[j] + one_minus_b2 * gg
+    mj = mj if abs(mj) >= tiny else zero
+    vj = vj if vj >= tiny else zero
+    m[j] = mj
+    v[j] = vj
+    p[j] -= step * mj / (np.sqrt(vj * inv_bc2) + eps)
+    return gg
+
+
+_adam_one = jit(_adam_one)
+
+
+def _sq_f64(g: np.ndarray, lo: int, hi: int) -> float:
+    """``sum(g[lo:hi]**2)`` accumulated in float64."""
+    s = 0.0
+    for j in range(lo, hi):
+        s += np.float64(g[j]) * g[j]
+    return s
+
+
+_sq_f64 = jit(_sq_f64)
+
+
 def adam_update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, step: float,
                 b1: float, one_minus_b1: float, b2: float, one_minus_b2: float,
                 inv_bc2: float, eps: float) -> float:
@@ -434,8 +472,14 @@ def adam_update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, step
 
     which is the textbook bias-corrected update (docs/derivation.md, Eq. (O1))
     with ``step = lr / (1 - beta1**t)`` and ``inv_bc2 = 1 / (1 - beta2**t)``.
-    All arrays 1-D and of one length. Returns ``sum(g**2)`` in float64, so
-    the caller sees a non-finite gradient without another pass.
+    All arrays 1-D and of one length. Returns ``sum(g**2)`` as a float64, so
+    the caller sees a non-finite gradient without another pass. Each chunk of
+    :data:`_SQ_CHUNK` elements is summed in the arrays' precision (relative
+    error below ``_SQ_CHUNK`` units of roundoff) and a chunk whose float32
+    sum overflows is summed again in float64, so a finite gradient never
+    reports an infinite norm. A float64 accumulator in the loop itself halves
+    float32's SIMD width: summing by chunks instead made this kernel take 0.65
+    to 0.8 of the time (measured on 16,000 to 652,824 float32 parameters).
 
     Moments smaller than the dtype's smallest normal number are flushed to
     zero. A unit whose gradient has become 0 (a dead ReLU, an unused latent
@@ -444,42 +488,60 @@ def adam_update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, step
     it doubled the epoch time after two epochs. The change to an update is
     below ``lr * 1e-38 / eps``.
     """
-    tiny = np.finfo(p.dtype).tiny
-    zero = p.dtype.type(0)
+    n = p.size
+    # ``part <= big`` is False for inf and NaN. np.isfinite(part) compiled to True in this loop:
+    # Numba tests x - x, which reassociation may fold to 0. A comparison survives fastmath.
+    big = np.finfo(p.dtype).max
     sq = 0.0
-    for j in range(p.size):
-        gj = g[j]
-        sq += np.float64(gj) * gj
-        mj = b1 * m[j] + one_minus_b1 * gj
-        vj = b2 * v[j] + one_minus_b2 * (gj * gj)
-        mj = mj if abs(mj) >= tiny else zero
-        vj = vj if vj >= tiny else zero
-        m[j] = mj
-        v[j] = vj
-        p[j] -= step * mj / (np.sqrt(vj * inv_bc2) + eps)
+    for c in range(n // _SQ_CHUNK):
+        base = c * _SQ_CHUNK
+        part = p.dtype.type(0)
+        for i in range(_SQ_CHUNK):  # a constant trip count, so LLVM vectorizes it
+            part += _adam_one(p, g, m, v, base + i, step, b1, one_minus_b1, b2, one_minus_b2, inv_bc2, eps)
+        sq += part if part <= big else _sq_f64(g, base, base + _SQ_CHUNK)
+    for j in range(n - n % _SQ_CHUNK, n):
+        _adam_one(p, g, m, v, j, step, b1, one_minus_b1, b2, one_minus_b2, inv_bc2, eps)
+        sq += np.float64(g[j]) * g[j]
     return sq
 
 
 adam_update = jit(adam_update)
 
 
+def _sgd_one(p: np.ndarray, g: np.ndarray, buf: np.ndarray, j: int, lr: float, momentum: float) -> float:
+    """SGD with momentum on element ``j``; returns ``g[j]**2`` in the arrays' dtype."""
+    tiny = np.finfo(p.dtype).tiny
+    gj = g[j]
+    bj = momentum * buf[j] + gj
+    bj = bj if abs(bj) >= tiny else p.dtype.type(0)
+    buf[j] = bj
+    p[j] -= lr * bj
+    return gj * gj
+
+
+_sgd_one = jit(_sgd_one)
+
+
 def sgd_momentum_update(p: np.ndarray, g: np.ndarray, buf: np.ndarray, lr: float, momentum: float) -> float:
     r"""One SGD-with-momentum step, in place: :math:`b \leftarrow \mu b + g,\ p \leftarrow p - \eta b`.
 
     (docs/derivation.md, Eq. (O2); PyTorch's convention.) 1-D arrays of one
-    length. Returns ``sum(g**2)`` in float64. The buffer is flushed to zero
-    below the smallest normal number, as in :func:`adam_update`.
+    length. Returns ``sum(g**2)`` as a float64, summed by chunks as in
+    :func:`adam_update`. The buffer is flushed to zero below the smallest
+    normal number, as in :func:`adam_update`.
     """
-    tiny = np.finfo(p.dtype).tiny
-    zero = p.dtype.type(0)
+    n = p.size
+    big = np.finfo(p.dtype).max  # not np.isfinite: see adam_update
     sq = 0.0
-    for j in range(p.size):
-        gj = g[j]
-        sq += np.float64(gj) * gj
-        bj = momentum * buf[j] + gj
-        bj = bj if abs(bj) >= tiny else zero
-        buf[j] = bj
-        p[j] -= lr * bj
+    for c in range(n // _SQ_CHUNK):
+        base = c * _SQ_CHUNK
+        part = p.dtype.type(0)
+        for i in range(_SQ_CHUNK):
+            part += _sgd_one(p, g, buf, base + i, lr, momentum)
+        sq += part if part <= big else _sq_f64(g, base, base + _SQ_CHUNK)
+    for j in range(n - n % _SQ_CHUNK, n):
+        _sgd_one(p, g, buf, j, lr, momentum)
+        sq += np.float64(g[j]) * g[j]
     return sq
 
 
