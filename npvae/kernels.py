@@ -566,3 +566,22 @@ def sum_squares(a: np.ndarray) -> float:
 
 
 sum_squares = jit(sum_squares)
+
+
+def gather_rows(src: np.ndarray, idx: np.ndarray, scale: float, out: np.ndarray) -> None:
+    """``out[i] = src[idx[i]] * scale``: one shuffled minibatch, in the model's dtype.
+
+    ``src`` is the training set, float (``scale`` 1) or uint8 pixels (``scale``
+    1/255, so each batch is converted as it is gathered). ``idx`` must lie in
+    ``[0, len(src))``: nothing here checks it (:func:`npvae.train` passes a
+    permutation). Measured against ``np.take(..., out=)`` on 128 random rows of
+    Fashion-MNIST: 68 against 102 us for float32, and 44 against 77 us for
+    uint8 with the scaling, which NumPy does in a second pass.
+    """
+    for i in range(idx.shape[0]):
+        row, dst = src[idx[i]], out[i]
+        for j in range(dst.shape[0]):
+            dst[j] = row[j] * scale
+
+
+gather_rows = jit(gather_rows)

@@ -117,3 +117,8 @@ def sgd_momentum_update(p: np.ndarray, g: np.ndarray, buf: np.ndarray, lr: float
     """SGD with momentum; returns new ``(p, buf)`` (Eq. (O2))."""
     buf = momentum * buf + g
     return p - lr * buf, buf
+
+
+def gather_rows(src: np.ndarray, idx: np.ndarray, scale: float, dtype: np.dtype) -> np.ndarray:
+    """Rows ``idx`` of ``src``, times ``scale``, in ``dtype``: a minibatch."""
+    return np.multiply(np.take(src, idx, axis=0), dtype.type(scale), dtype=dtype)

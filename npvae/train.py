@@ -142,8 +142,8 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
     n_batches = -(-n // batch_size)
     sizes = [batch_size] + ([n % batch_size] if n % batch_size else [])
     buffers = {m: np.empty((m, vae.input_dim), vae.dtype) for m in sizes}
-    raw = {m: np.empty((m, vae.input_dim), x_train.dtype) for m in sizes} if x_train.dtype == np.uint8 else None
     scale = vae.dtype.type(pixel_scale) if pixel_scale is not None else None
+    gather_scale = scale if scale is not None else vae.dtype.type(1)
 
     def progress(epoch: int, batch: int) -> dict:
         return {"epoch": epoch, "batch": batch, "epochs": epochs, "batch_size": batch_size, "seed": seed,
@@ -161,11 +161,7 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
             for batch in range(first, n_batches):
                 idx = perm[batch * batch_size:(batch + 1) * batch_size]
                 xb = buffers[idx.shape[0]]
-                if raw is None:
-                    np.take(x_train, idx, axis=0, out=xb)
-                else:
-                    np.take(x_train, idx, axis=0, out=raw[idx.shape[0]])
-                    np.multiply(raw[idx.shape[0]], scale, out=xb)
+                kernels.gather_rows(x_train, idx, gather_scale, xb)
                 loss = vae._step(xb, rng=noise_rng)
                 gnorm = _clip(vae.grads, clip_norm) if clip_norm is not None else 0.0
                 if not (math.isfinite(loss) and math.isfinite(gnorm)):

@@ -210,6 +210,20 @@ def test_kernels_keep_nan_visible():
     assert not np.isfinite(sq)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pixels", [False, True], ids=["float", "uint8"])
+@given(n=st.integers(1, 60), d=dims, batch=st.integers(1, 60), seed=seeds)
+def test_gather_rows_matches_reference(dtype, pixels, n, d, batch, seed):
+    """The minibatch gather is exact: the same rows, scaled with one rounding, as take-then-multiply."""
+    rng = np.random.default_rng(seed)
+    src = rng.integers(0, 256, (n, d)).astype(np.uint8) if pixels else rng.random((n, d)).astype(dtype)
+    scale = 1 / 255 if pixels else 1.0
+    idx = rng.integers(0, n, batch)
+    out = np.full((batch, d), np.nan, dtype)
+    K.gather_rows(src, idx, dtype(scale), out)
+    np.testing.assert_array_equal(out, R.gather_rows(src, idx, scale, np.dtype(dtype)))
+
+
 def test_optimizer_gradient_norm_stays_finite_when_float32_squares_overflow():
     """Gradients near 1e20 are finite, but their squares overflow float32: the chunk is summed again in float64."""
     with np.errstate(over="ignore", invalid="ignore"):  # the float32 squares overflow on purpose
