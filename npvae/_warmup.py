@@ -27,8 +27,11 @@ def warmup() -> float:
             Adam().step(vae.params, vae.grads)
             SGD(0.1, 0.9).step(vae.params, vae.grads)
     from . import kernels
+    idx = np.arange(2)
     for dtype in (np.float32, np.float64):
         a = np.ones(4, dtype)
         kernels.scale_inplace(a, dtype(1))
         kernels.sum_squares(a)
+        for src in (np.ones((3, 4), dtype), np.ones((3, 4), np.uint8)):  # train()'s float and uint8 data
+            kernels.gather_rows(src, idx, dtype(1), np.empty((2, 4), dtype))
     return time.perf_counter() - t0

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 import npvae
 
 TESTS = Path(__file__).resolve().parent
@@ -45,3 +47,29 @@ def test_warmup_fills_the_disk_cache():
     cache_dir = Path(npvae.__file__).parent / "__pycache__"
     index = list(cache_dir.glob("kernels.*.nbi"))
     assert index, f"no Numba cache index in {cache_dir}"
+
+
+WARMUP_THEN_TRAIN = """
+import numba, numpy as np, npvae
+from npvae import kernels
+npvae.warmup()
+dispatchers = {n: f for n, f in vars(kernels).items() if isinstance(f, numba.core.registry.CPUDispatcher)}
+before = {n: len(f.signatures) for n, f in dispatchers.items()}
+pixels = np.random.default_rng(0).integers(0, 256, (10, 6)).astype(np.uint8)
+for dtype in (np.float32, np.float64):
+    for likelihood, activation in (("bernoulli", "relu"), ("gaussian", "tanh")):
+        for optimizer in (npvae.Adam(), npvae.SGD(0.01, 0.9)):
+            vae = npvae.VAE(6, (5,), 2, likelihood=likelihood, activation=activation, dtype=dtype, seed=0)
+            x = (pixels / 255).astype(dtype)
+            npvae.train(vae, x, epochs=1, batch_size=4, optimizer=optimizer, x_val=x[:3], clip_norm=1.0)
+            npvae.train(vae, pixels, epochs=1, batch_size=4, optimizer=optimizer, pixel_scale=1 / 255)
+print(sorted(n for n, f in dispatchers.items() if len(f.signatures) != before[n]))
+"""
+
+
+def test_warmup_compiles_everything_training_uses():
+    """In a fresh process, training after warmup() (float32, float64, uint8 pixels; Adam and SGD;
+    both likelihoods) needs no kernel signature that warmup() did not already compile."""
+    proc = run(WARMUP_THEN_TRAIN)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout
