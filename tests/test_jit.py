@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 import npvae
 
 TESTS = Path(__file__).resolve().parent
