@@ -204,3 +204,14 @@ def test_adam_threads_runs_and_reports_both_situations() -> None:
     for r in rows:
         numbers = [float(w) for w in r.replace("us", " ").split() if w.replace(".", "", 1).isdigit()]
         assert len(numbers) == 3 and all(v > 0 for v in numbers), r
+
+
+# ---------------------------------------------------------------------------- shared_pool
+def test_shared_pool_trains_bit_identically() -> None:
+    """The prototype pool (OpenBLAS's jobs and half of Adam on one worker) computes exactly what npvae does."""
+    proc = _run([str(BENCH / "shared_pool.py"), "--examples", "1024", "--epochs", "1"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    if "nothing to measure" in proc.stdout:
+        pytest.skip("NumPy's BLAS here has no OpenBLAS threads callback")
+    assert "pool/default:" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "parameters after training: bit-identical", proc.stdout
