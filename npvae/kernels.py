@@ -449,17 +449,6 @@ def _adam_one(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, j: int
 _adam_one = jit(_adam_one)
 
 
-def _sq_f64(g: np.ndarray, lo: int, hi: int) -> float:
-    """``sum(g[lo:hi]**2)`` accumulated in float64."""
-    s = 0.0
-    for j in range(lo, hi):
-        s += np.float64(g[j]) * g[j]
-    return s
-
-
-_sq_f64 = jit(_sq_f64)
-
-
 def adam_update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, step: float,
                 b1: float, one_minus_b1: float, b2: float, one_minus_b2: float,
                 inv_bc2: float, eps: float) -> float:
@@ -498,7 +487,7 @@ def adam_update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, step
         part = p.dtype.type(0)
         for i in range(_SQ_CHUNK):  # a constant trip count, so LLVM vectorizes it
             part += _adam_one(p, g, m, v, base + i, step, b1, one_minus_b1, b2, one_minus_b2, inv_bc2, eps)
-        sq += part if part <= big else _sq_f64(g, base, base + _SQ_CHUNK)
+        sq += part if part <= big else sum_squares(g[base:base + _SQ_CHUNK])
     for j in range(n - n % _SQ_CHUNK, n):
         _adam_one(p, g, m, v, j, step, b1, one_minus_b1, b2, one_minus_b2, inv_bc2, eps)
         sq += np.float64(g[j]) * g[j]
@@ -538,7 +527,7 @@ def sgd_momentum_update(p: np.ndarray, g: np.ndarray, buf: np.ndarray, lr: float
         part = p.dtype.type(0)
         for i in range(_SQ_CHUNK):
             part += _sgd_one(p, g, buf, base + i, lr, momentum)
-        sq += part if part <= big else _sq_f64(g, base, base + _SQ_CHUNK)
+        sq += part if part <= big else sum_squares(g[base:base + _SQ_CHUNK])
     for j in range(n - n % _SQ_CHUNK, n):
         _sgd_one(p, g, buf, j, lr, momentum)
         sq += np.float64(g[j]) * g[j]
