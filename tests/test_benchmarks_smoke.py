@@ -20,6 +20,7 @@ import subprocess
 import sys
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -215,3 +216,30 @@ def test_shared_pool_trains_bit_identically() -> None:
         pytest.skip("NumPy's BLAS here has no OpenBLAS threads callback")
     assert "pool/default:" in proc.stdout
     assert proc.stdout.strip().splitlines()[-1] == "parameters after training: bit-identical", proc.stdout
+
+
+# ---------------------------------------------------------------------------- split_step
+def test_split_step_runs_and_checks_its_gradients() -> None:
+    proc = _run([str(BENCH / "split_step.py"), "--examples", "1024", "--epochs", "1"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    check = next(line for line in proc.stdout.splitlines() if line.startswith("one step against"))
+    errors = [float(w.rstrip(",")) for w in check.split()[-3::2]]
+    assert len(errors) == 2 and all(e <= 1e-12 for e in errors), check
+    ratios = proc.stdout.strip().splitlines()[-1].split()
+    assert ratios[0] == "halves/npvae:" and ratios[2] == "rows/npvae:" and float(ratios[1]) > 0, proc.stdout
+
+
+@pytest.mark.parametrize("mode", ["halves", "rows"])
+def test_split_step_check_catches_a_lost_half(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The float64 check would notice if the second thread's examples were lost."""
+    import split_step
+
+    assert split_step.check_against_npvae(mode) <= 1e-12
+    original = split_step.SplitStep._per_example
+
+    def first_half_only(self: Any, i: int, rows: slice, b: int) -> None:
+        if i == 0:
+            original(self, i, rows, b)
+
+    monkeypatch.setattr(split_step.SplitStep, "_per_example", first_half_only)
+    assert split_step.check_against_npvae(mode) > 1e-3
