@@ -84,7 +84,6 @@ class SplitStep:
         self.g1 = {w: np.zeros_like(vae.params[w]) for w, _, _ in WEIGHTS}
         self.views = opt._flat_views(vae.params, vae.grads)
         self.sums = [(0.0, 0.0), (0.0, 0.0)]
-        self.sq = [0.0, 0.0]
         self.args: tuple = ()
         self.barrier = threading.Barrier(2)
         self.update = True
@@ -115,7 +114,10 @@ class SplitStep:
         t1 = time.perf_counter()
         self.barrier.wait()
         t2 = time.perf_counter()
-        self.sq[i] = self._update_halves(i, args) if self.mode == "halves" else self._weights_rows(i, b, args)
+        if self.mode == "halves":
+            self._update_halves(i, args)
+        else:
+            self._weights_rows(i, b, args)
         self.phases[i].append((t1 - t0, t2 - t1, time.perf_counter() - t2))
 
     def _per_example(self, i: int, r: slice, b: int) -> None:
@@ -143,49 +145,48 @@ class SplitStep:
         kernels.act_backward(w["dh1"][r], w["h1"][r], w["dpre1"][r], db["encoder.0.b"], RELU, a)
         self.sums[i] = (nll, kl)
 
-    def _adam(self, key: str, lo: int, hi: int, args: tuple) -> float:
-        p, g, m, v = self.views[key]
-        return kernels.adam_update(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], *args) if self.update else 0.0
+    def _adam(self, key: str, lo: int, hi: int, args: tuple) -> None:
+        if self.update:
+            p, g, m, v = self.views[key]
+            kernels.adam_update(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], *args)
 
-    def _biases(self, args: tuple) -> float:
-        sq = 0.0
+    def _biases(self, args: tuple) -> None:
         for key in BIASES:
             np.add(self.db[0][key], self.db[1][key], out=self.vae.grads[key])
-            sq += self._adam(key, 0, self.vae.grads[key].size, args)
-        return sq
+            self._adam(key, 0, self.vae.grads[key].size, args)
 
-    def _update_halves(self, i: int, args: tuple) -> float:
+    def _update_halves(self, i: int, args: tuple) -> None:
         """Half of every weight array: the two threads' gradients summed, then Adam."""
-        sq = 0.0
         for key, _, _ in reversed(WEIGHTS):
             g, g1 = self.vae.grads[key].reshape(-1), self.g1[key].reshape(-1)
             half = g.size // 2
             lo, hi = (0, half) if i == 0 else (half, g.size)
             np.add(g[lo:hi], g1[lo:hi], out=g[lo:hi])
-            sq += self._adam(key, lo, hi, args)
-        return sq + (self._biases(args) if i == 1 else 0.0)
+            self._adam(key, lo, hi, args)
+        if i == 1:
+            self._biases(args)
 
-    def _weights_rows(self, i: int, b: int, args: tuple) -> float:
+    def _weights_rows(self, i: int, b: int, args: tuple) -> None:
         """Half the rows of every weight gradient, over the whole batch, each updated at once."""
         w, G = self.ws, self.vae.grads
-        sq = 0.0
         for key, inp, d in WEIGHTS:
             n_in, n_out = G[key].shape
             lo, hi = (0, n_in // 2) if i == 0 else (n_in // 2, n_in)
             np.matmul(w[inp][:b, lo:hi].T, w[d][:b], out=G[key][lo:hi])
-            sq += self._adam(key, lo * n_out, hi * n_out, args)
-        return sq + (self._biases(args) if i == 1 else 0.0)
+            self._adam(key, lo * n_out, hi * n_out, args)
+        if i == 1:
+            self._biases(args)
 
     def loss(self, b: int) -> float:
         (n0, k0), (n1, k1) = self.sums
         return (n0 + n1) / b + self.vae.beta * (k0 + k1) / b
 
 
-def train_epoch(step: SplitStep, x: np.ndarray, seed: int, epoch: int, rng: np.random.Generator,
-                stamps: list[float]) -> float:
-    """One epoch in ``npvae.train``'s batch order; returns the mean loss."""
+def train_epoch(step: SplitStep, x: np.ndarray, seed: int, stamps: list[float]) -> float:
+    """One epoch with the batches and noise of ``npvae.train(..., epochs=1, seed=seed)``; returns the mean loss."""
     n, batch = x.shape[0], step.batch
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    perm = np.random.default_rng([seed, 1]).permutation(n)
+    rng = np.random.default_rng(seed)
     starts = range(0, n, batch)
     total = 0.0
 
@@ -252,20 +253,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.examples:,} examples ({source}), batch 128, float32, 2 cores; ms per step, median of each epoch")
     names = list(models)
     for epoch in range(1, args.epochs + 2):  # epoch 1 warms every variant up, untimed
+        if epoch == 2:
+            for step in steps.values():
+                step.phases = ([], [])
         for name in names[epoch % 3:] + names[:epoch % 3]:
             stamps: list[float] = []
             time.sleep(0.25)  # OpenBLAS's worker spins ~0.1 s after npvae's last product: not into the next epoch
             if name == "npvae":
                 vae, opt = models[name]
                 with threadpool_limits(limits=2):
-                    # train() reseeds its noise each call; the split variants' noise runs on across epochs
                     hist = npvae.train(vae, x, epochs=1, batch_size=batch, optimizer=opt, seed=seed + epoch,
                                        on_batch=lambda *a: stamps.append(time.perf_counter()))
                 losses[name] = hist[-1]["train_loss"]
             else:
                 with threadpool_limits(limits=1):
-                    rng = np.random.default_rng(seed + epoch)
-                    losses[name] = train_epoch(steps[name], x, seed + epoch, 1, rng, stamps)
+                    losses[name] = train_epoch(steps[name], x, seed + epoch, stamps)
             if epoch > 1:
                 per_step[name].append(statistics.median(np.diff(stamps)) * 1e3)
     for name, ms in per_step.items():
@@ -274,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     print("ms per step of each thread, all timed epochs: before the middle barrier, waiting there, after it")
     for name, step in steps.items():
         for i, ph in enumerate(step.phases):
-            med = np.median(np.array(ph[-len(ph) * args.epochs // (args.epochs + 1):]), axis=0) * 1e3
+            med = np.median(np.array(ph), axis=0) * 1e3
             print(f"{name:>7} thread {i}: {med[0]:5.2f} {med[1]:5.2f} {med[2]:5.2f}")
     base = statistics.median(per_step["npvae"])
     print(" ".join(f"{m}/npvae: {statistics.median(per_step[m]) / base:.3f}" for m in steps))
