@@ -54,6 +54,7 @@ import _common  # noqa: E402
 
 import npvae  # noqa: E402
 from npvae import kernels  # noqa: E402
+from npvae.optim import adam_kernel_args  # noqa: E402
 
 SETTERS = ("scipy_openblas_set_threads_callback_function64_", "openblas_set_threads_callback_function")
 
@@ -193,8 +194,7 @@ class PooledAdam:
 
     def step(self, params: dict, grads: dict) -> float:
         self.t += 1
-        b1, b2 = self.betas
-        self.sc[:] = (self.lr / (1 - b1**self.t), b1, 1 - b1, b2, 1 - b2, 1 / (1 - b2**self.t), self.eps)
+        self.sc[:] = adam_kernel_args(self.lr, self.betas, self.eps, self.t, self.p.dtype)
         return _adam_two_halves(CTL_ADDR, self.p, self.g, self.m, self.v, self.sc, self.sq)
 
 

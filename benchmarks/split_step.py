@@ -58,6 +58,7 @@ import _common  # noqa: E402
 
 import npvae  # noqa: E402
 from npvae import kernels  # noqa: E402
+from npvae.optim import adam_kernel_args  # noqa: E402
 
 RELU, IDENTITY = kernels.ACTIVATIONS["relu"], kernels.ACTIVATIONS["identity"]
 # weight, its layer's input (workspace), the gradient at its layer's pre-activation (workspace)
@@ -95,11 +96,10 @@ class SplitStep:
         self.xsrc, self.idx, b = xsrc, idx, idx.shape[0]
         if rng is not None:
             rng.standard_normal(out=self.eps[:, :b], dtype=self.vae.dtype)
-        o, f = self.opt, self.vae.dtype.type
         if self.update:
+            o = self.opt
             o.t += 1
-            b1, b2 = o.betas
-            self.args = (f(o.lr / (1 - b1**o.t)), f(b1), f(1 - b1), f(b2), f(1 - b2), f(1 / (1 - b2**o.t)), f(o.eps))
+            self.args = adam_kernel_args(o.lr, o.betas, o.eps, o.t, self.vae.dtype)
 
     def work(self, i: int) -> None:
         """Thread ``i``'s share of the step: its half of the batch, the barrier, its half of the update."""

@@ -37,6 +37,13 @@ def _check_pair(params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> 
                              f"got {grads[k].shape} and {grads[k].dtype}")
 
 
+def adam_kernel_args(lr: float, betas: tuple[float, float], eps: float, t: int, dtype: np.dtype) -> tuple:
+    """The scalars :func:`npvae.kernels.adam_update` takes after ``p, g, m, v`` for step ``t``, in ``dtype``."""
+    f = np.dtype(dtype).type
+    b1, b2 = betas
+    return f(lr / (1 - b1**t)), f(b1), f(1 - b1), f(b2), f(1 - b2), f(1 / (1 - b2**t)), f(eps)
+
+
 class Adam:
     r"""Adam with bias correction (Kingma & Ba, 2015; docs/derivation.md, Eq. (O1)).
 
@@ -62,15 +69,12 @@ class Adam:
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> float:
         """Apply one update to every array in ``params``; returns ``sum(g**2)`` over all."""
         self.t += 1
-        b1, b2 = self.betas
         scalars: dict[np.dtype, tuple] = {}
         sq = 0.0
         for p, g, m, v in reversed(self._flat_views(params, grads).values()):
             args = scalars.get(p.dtype)
             if args is None:
-                f = p.dtype.type
-                args = scalars[p.dtype] = (f(self.lr / (1 - b1**self.t)), f(b1), f(1 - b1), f(b2), f(1 - b2),
-                                           f(1 / (1 - b2**self.t)), f(self.eps))
+                args = scalars[p.dtype] = adam_kernel_args(self.lr, self.betas, self.eps, self.t, p.dtype)
             sq += kernels.adam_update(p, g, m, v, *args)
         return sq
 
