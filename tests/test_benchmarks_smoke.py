@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import subprocess
@@ -243,3 +244,43 @@ def test_split_step_check_catches_a_lost_half(mode: str, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(split_step.SplitStep, "_per_example", first_half_only)
     assert split_step.check_against_npvae(mode) > 1e-3
+
+
+# ---------------------------------------------------------------------------- step_breakdown
+def test_step_breakdown_runs_and_adds_up() -> None:
+    proc = _run([str(BENCH / "step_breakdown.py"), "--examples", "1024", "--epochs", "1"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (b,) = _json_lines(proc.stdout)
+    for key in ("floor_ms", "npvae_ms", "instrumented_ms", "products_ms", "optimizer_ms", "optimizer_kernel_ms",
+                "kernels_ms", "noise_alone_ms"):
+        assert _positive(b[key]), (key, b[key])
+    assert set(b["kernel_ms"]) == {"bias_act_forward", "act_backward", "bernoulli_nll", "reparam_kl_forward",
+                                   "reparam_kl_backward", "gather_rows"}
+    assert b["optimizer_kernel_ms"] <= b["optimizer_ms"]
+    pieces = b["products_ms"] + b["optimizer_ms"] + b["kernels_ms"] + b["rest_ms"]
+    assert pieces == pytest.approx(b["instrumented_ms"], rel=1e-12)
+    assert b["bound_split_ms"] == pytest.approx(
+        b["floor_ms"] + b["rest_ms"] + (b["optimizer_ms"] + b["kernels_ms"]) / 2, rel=1e-12)
+    assert b["bound_split_ms"] < b["bound_serial_ms"]
+    assert "x floor" in proc.stdout.splitlines()[-1]
+
+
+def test_step_breakdown_times_every_product_and_restores_npvae() -> None:
+    import step_breakdown as sb
+
+    from npvae import kernels, layers
+
+    before = {name: getattr(kernels, name) for name in sb.KERNELS + sb.OPTIMIZER_KERNELS}
+    vae, opt = C.npvae.VAE(784, (16,), 4, seed=0), C.npvae.Adam()
+    x = np.random.default_rng(0).random((300, 784), dtype=np.float32)
+    acc: dict[str, float] = collections.defaultdict(float)
+    with sb.instrumented(opt, acc) as timed_np:
+        C.npvae.train(vae, x, epochs=1, batch_size=128, optimizer=opt)
+    steps = 3
+    assert timed_np.calls == 11 * steps  # forward 4 products, backward 7 (no dx for the first layer)
+    assert all(acc[k] > 0 for k in ("products", "optimizer", "optimizer kernel", "kernel gather_rows",
+                                    "kernel bernoulli_nll", "kernel reparam_kl_backward"))
+    assert "kernel gaussian_sq_err" not in acc
+    assert layers.np is np and "step" not in vars(opt)
+    assert all(getattr(kernels, name) is f for name, f in before.items())
+    assert np.isfinite(vae.evaluate(x[:64]))
