@@ -72,6 +72,24 @@ def test_noise_floor_only_excuses_derivatives_at_rounding_level():
     assert not npvae.gradcheck(f, x, true + 1e-2).ok
 
 
+def test_a_correct_gradient_with_strong_curvature_still_passes():
+    """A small derivative next to a large third derivative: plain central differences
+    miss it by more than rtol; the extrapolated difference does not (a case hypothesis found in the VAE)."""
+    x = np.zeros(1)
+
+    def f(v):
+        return 0.5 + 1e-2 * float(v[0]) + 1e4 * float(v[0]) ** 3
+
+    grad = np.array([1e-2])
+    u = np.random.default_rng(5).standard_normal(1)  # the direction gradcheck draws with this rng
+    h = 1e-5
+    plain = (f(x + h * u) - f(x - h * u)) / (2 * h)
+    assert abs(plain - 1e-2 * u[0]) / abs(1e-2 * u[0]) > 1e-5  # what the check used to compare with
+    res = npvae.gradcheck(f, x, grad, rng=np.random.default_rng(5), n_directions=1)
+    assert res.ok and res.max_rel_error < 1e-8, res
+    assert not npvae.gradcheck(f, x, grad * (1 + 1e-5), rng=np.random.default_rng(5), n_directions=1).ok
+
+
 def test_gradcheck_refuses_float32():
     with pytest.raises(TypeError, match="float64"):
         npvae.gradcheck(cubic, np.ones(3, np.float32), np.ones(3, np.float32))
