@@ -130,9 +130,10 @@ def check_vjp(fun: Callable[[np.ndarray], np.ndarray], vjp: Callable[[np.ndarray
     """Check a backward pass ``vjp(dy) -> dx`` of ``fun`` at ``x`` with random ``dy``.
 
     ``fun`` is evaluated at ``x +- h u`` and ``x +- 2h u``, and the
-    differences are extrapolated as in :func:`gradcheck`. ``vjp`` is called after ``fun(x)`` has been evaluated at ``x`` itself, so a
-    layer's cached forward values are those of ``x``. Outputs of ``fun`` are
-    copied, so layers that reuse their output buffers are fine.
+    differences are extrapolated as in :func:`gradcheck`. ``vjp`` is called
+    after ``fun(x)`` has been evaluated at ``x`` itself, so a layer's cached
+    forward values are those of ``x``. Outputs of ``fun`` are copied, so
+    layers that reuse their output buffers are fine.
     """
     _check_float64(x)
     rng = rng if rng is not None else np.random.default_rng(0)
