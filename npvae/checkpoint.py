@@ -68,7 +68,8 @@ def _read_members(path: Path) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path}: no such file")
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    # NotImplementedError: zipfile's answer to an entry that asks for a newer zip version than it knows
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
         raise CheckpointError(f"{path}: not a readable .npz file: truncated, or not an .npz at all ({exc})") from exc
     arrays: dict[str, np.ndarray] = {}
     with zf:
