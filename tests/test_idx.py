@@ -120,6 +120,14 @@ def test_huge_declared_size_is_rejected_without_reading(tmp_path: Path) -> None:
         read_idx(write(tmp_path / "z", idx_bytes(np.zeros(101, np.uint8)), False), max_bytes=100)
 
 
+@pytest.mark.parametrize("gz", [True, False], ids=["gz", "raw"])
+def test_empty_shape_with_huge_dimensions_is_rejected(tmp_path: Path, gz: bool) -> None:
+    """0 bytes of data, but dimensions NumPy cannot even hold as a shape (found by the fuzz test)."""
+    data = struct.pack(">HBBIIII", 0, 0x08, 4, 2**24, 2**24, 2**24, 0)
+    raises(write(tmp_path / "x", data, gz), "empty, but its other dimensions", "16777216x16777216x16777216x0")
+    assert read_idx(write(tmp_path / "ok", idx_bytes(np.zeros((0, 28, 28), np.uint8)), gz)).shape == (0, 28, 28)
+
+
 def test_html_saved_as_gz(tmp_path: Path) -> None:
     path = tmp_path / "train-images-idx3-ubyte.gz"
     path.write_bytes(b"<!DOCTYPE html>\n<html><body>Access denied</body></html>\n")
