@@ -116,11 +116,10 @@ def _read_stream(stream: BinaryIO, path: Path, max_bytes: int, raw_size: int | N
     dtype = IDX_DTYPES[code]
     expected = prod(shape) * dtype.itemsize
     declared = f"{'x'.join(map(str, shape))} {dtype.newbyteorder('=').name} ({expected} bytes)"
-    if expected > max_bytes:
-        raise DataFileError(f"{path}: header declares {declared}, more than max_bytes={max_bytes}; corrupt?")
-    if prod(max(d, 1) for d in shape) * dtype.itemsize > max_bytes:  # a zero beside huge dimensions
-        raise DataFileError(f"{path}: header declares {declared}: empty, but its other dimensions multiply to "
-                            f"more than max_bytes={max_bytes}; corrupt?")
+    # zeros counted as 1: an empty array's other dimensions must still make a shape NumPy can hold
+    if prod(max(d, 1) for d in shape) * dtype.itemsize > max_bytes:
+        why = "more than" if expected else "empty, but its other dimensions multiply to more than"
+        raise DataFileError(f"{path}: header declares {declared}, {why} max_bytes={max_bytes}; corrupt?")
     data = bytearray()
     if raw_size is not None:
         got = raw_size - 4 - 4 * ndim
