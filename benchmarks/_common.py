@@ -84,37 +84,23 @@ def ru_maxrss_mb(who: int) -> float:
 
 
 # ---------------------------------------------------------------------------- threads
-def _numba_parallel_in_use() -> bool:
-    """Whether any npvae kernel was compiled with ``parallel=True`` (then Numba's thread count matters)."""
-    from npvae import kernels
-
-    for obj in vars(kernels).values():
-        opts = getattr(obj, "targetoptions", None)
-        if isinstance(opts, dict) and opts.get("parallel"):
-            return True
-    return False
-
-
 @contextlib.contextmanager
 def limit_threads(n: int, torch: Any | None = None) -> Iterator[None]:
     """Run the body with ``n`` threads everywhere that matters.
 
     * BLAS (OpenBLAS/MKL behind NumPy) and any OpenMP runtime: threadpoolctl's
       ``threadpool_limits(limits=n)`` (restored on exit);
-    * Numba: ``numba.set_num_threads(n)``, only if an npvae kernel is
-      ``parallel=True`` (they are not, at the time of writing: the kernels are
-      single-threaded and the threads are BLAS's);
+    * Numba: ``numba.set_num_threads(n)`` (npvae's fused training step splits
+      itself over Numba's threads, and needs two for itself and the BLAS);
     * PyTorch: ``torch.set_num_threads(n)`` when ``torch`` is given.
     """
     from threadpoolctl import threadpool_limits
 
     old_torch = torch.get_num_threads() if torch is not None else None
-    old_numba = None
-    if _numba_parallel_in_use():
-        import numba
+    import numba
 
-        old_numba = numba.get_num_threads()
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    old_numba = numba.get_num_threads()
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     if torch is not None:
         torch.set_num_threads(n)
     try:
@@ -123,10 +109,7 @@ def limit_threads(n: int, torch: Any | None = None) -> Iterator[None]:
     finally:
         if torch is not None and old_torch is not None:
             torch.set_num_threads(old_torch)
-        if old_numba is not None:
-            import numba
-
-            numba.set_num_threads(old_numba)
+        numba.set_num_threads(old_numba)
 
 
 def blas_report(n: int) -> tuple[list[dict], bool, str]:

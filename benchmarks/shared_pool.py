@@ -15,7 +15,8 @@ Two copies of the default model (784-400-20, batch 128, float32, Adam
 lr 1e-3) start from the same weights and train on the same batches with the
 same noise, alternating epochs in one process:
 
-* ``default``: ``npvae.train`` with ``npvae.Adam`` (serial, OpenBLAS's own threads);
+* ``default``: ``npvae.train(..., fused=False)`` with ``npvae.Adam`` (the layer
+  path: serial, OpenBLAS's own threads);
 * ``pool``: the same ``npvae.train``, its parameters and gradients laid out in
   one flat block so one Adam call covers them, the update split in two halves
   and the products run by the shared pool.
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                     worker.start()
                     setter(_blas_callback.address)
                 try:
-                    npvae.train(vae, x, epochs=1, batch_size=128, optimizer=opt, seed=epoch,
+                    npvae.train(vae, x, epochs=1, batch_size=128, optimizer=opt, seed=epoch, fused=False,
                                 on_batch=lambda *a: stamps.append(time.perf_counter()))
                 finally:
                     if worker is not None:

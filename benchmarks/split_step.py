@@ -24,10 +24,10 @@ the next step.
 Three copies of the default model (784-400-20, ReLU, Bernoulli, batch 128,
 float32, Adam lr 1e-3) start from the same weights and see the same batches
 and the same noise as ``npvae.train``. Their epochs alternate in one process:
-``npvae`` (``npvae.train`` with OpenBLAS's own 2 threads), then ``halves``
-and ``rows``. The script prints the median milliseconds per step of each
-epoch (from per-step timestamps), the medians, where each thread's time
-goes, and the ratios to npvae.
+``npvae`` (``npvae.train(..., fused=False)``, the layer path, with OpenBLAS's
+own 2 threads), then ``halves`` and ``rows``. The script prints the median
+milliseconds per step of each epoch (from per-step timestamps), the medians,
+where each thread's time goes, and the ratios to npvae.
 
 Before timing, one step of each split is checked against
 ``VAE.loss_and_grads`` in float64 with fixed noise. The loss must match to
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                 vae, opt = models[name]
                 with threadpool_limits(limits=2):
                     hist = npvae.train(vae, x, epochs=1, batch_size=batch, optimizer=opt, seed=seed + epoch,
-                                       on_batch=lambda *a: stamps.append(time.perf_counter()))
+                                       fused=False, on_batch=lambda *a: stamps.append(time.perf_counter()))
                 losses[name] = hist[-1]["train_loss"]
             else:
                 with threadpool_limits(limits=1):

@@ -5,15 +5,20 @@
 what the difference is made of, and how far the fastest possible arrangement
 of that work could go. One process, default configuration (784-400-20, ReLU,
 Bernoulli, batch 128, float32, Adam lr 1e-3, BLAS on ``--threads`` threads),
-three kinds of epoch alternating, medians over ``--epochs`` rounds:
+four kinds of epoch alternating, medians over ``--epochs`` rounds:
 
 * ``floor``: ``bench_epoch.Floor``, the eleven matrix products of an epoch
   alone (per step: the epoch's seconds over its steps);
-* ``npvae``: ``npvae.train`` as users run it, nothing instrumented;
-* ``instrumented``: ``npvae.train`` with a timer around every matrix product
+* ``npvae``: ``npvae.train(..., fused=False)``, the layer path, nothing
+  instrumented;
+* ``instrumented``: the layer path with a timer around every matrix product
   that npvae's layers make, every npvae kernel and the optimizer step. The
   noise (``Generator.standard_normal``) and the Python around the calls are
-  what is left over (``rest``); the noise is also timed alone.
+  what is left over (``rest``); the noise is also timed alone;
+* ``fused``: ``npvae.train`` as users run it, which takes the fused step
+  (:mod:`npvae.fused`) where it applies: the layer path's work, split over
+  the cores by npvae itself. It is printed beside the breakdown of the
+  layer path, which it rearranges.
 
 From the medians, per step:
 
@@ -31,9 +36,8 @@ and two bounds, as ratios to the floor:
   what npvae would take if its products ran as fast as the floor's;
 * ``perfect split over the cores``: floor + rest + (optimizer + kernels) /
   threads, what it would take if, in addition, Adam and every kernel ran
-  perfectly parallel on all cores with no cost for handing out the work. No
-  design measured in this directory comes near that (``shared_pool.py``,
-  ``split_step.py``).
+  perfectly parallel on all cores with no cost for handing out the work.
+  Splitting the products as well (the fused step) can go below it.
 
 The timers cost a little (the instrumented step is slower than the plain
 one, printed). This is a measurement, not part of npvae.
@@ -139,21 +143,24 @@ def breakdown(x: np.ndarray, rounds: int, threads: int) -> dict[str, Any]:
     floor = Floor(x, BATCH, HIDDEN, dtype)
     runs: dict[str, list[float]] = collections.defaultdict(list)
     pieces: dict[str, list[float]] = collections.defaultdict(list)
-    kinds = ["floor", "npvae", "instrumented"]
+    kinds = ["floor", "npvae", "instrumented", "fused"]
     with _common.limit_threads(threads):
         npvae.train(vae, x[:3 * BATCH + x.shape[0] % BATCH], epochs=1, batch_size=BATCH, optimizer=opt, seed=10_000)
         floor.epoch(3 * BATCH)
         for r in range(rounds):
-            for kind in kinds[r % 3:] + kinds[:r % 3]:
+            for kind in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:
                 if kind == "floor":
                     seconds = floor.epoch()
                 elif kind == "npvae":
+                    seconds = npvae.train(vae, x, epochs=1, batch_size=BATCH, optimizer=opt, seed=r,
+                                          fused=False)[0]["seconds"]
+                elif kind == "fused":
                     seconds = npvae.train(vae, x, epochs=1, batch_size=BATCH, optimizer=opt, seed=r)[0]["seconds"]
                 else:
                     acc: dict[str, float] = collections.defaultdict(float)
                     with instrumented(opt, acc):
-                        seconds = npvae.train(vae, x, epochs=1, batch_size=BATCH, optimizer=opt,
-                                              seed=r)[0]["seconds"]
+                        seconds = npvae.train(vae, x, epochs=1, batch_size=BATCH, optimizer=opt, seed=r,
+                                              fused=False)[0]["seconds"]
                     for label, s in acc.items():
                         pieces[label].append(s / n_steps * 1e3)
                 runs[kind].append(seconds / n_steps * 1e3)
@@ -166,7 +173,8 @@ def breakdown(x: np.ndarray, rounds: int, threads: int) -> dict[str, Any]:
     split = f + rest + (p["optimizer"] + kernel_ms) / threads
     return {"kind": "step_breakdown", "examples": int(x.shape[0]), "steps_per_epoch": n_steps, "rounds": rounds,
             "threads": threads, "floor_ms": f, "npvae_ms": med["npvae"], "instrumented_ms": med["instrumented"],
-            "npvae_over_floor": med["npvae"] / f, "products_ms": p["products"],
+            "npvae_over_floor": med["npvae"] / f, "fused_ms": med["fused"], "fused_over_floor": med["fused"] / f,
+            "products_ms": p["products"],
             "products_excess_ms": p["products"] - f, "optimizer_ms": p["optimizer"],
             "optimizer_kernel_ms": p["optimizer kernel"], "kernels_ms": kernel_ms,
             "kernel_ms": {k.split(" ", 1)[1]: v for k, v in sorted(p.items()) if k.startswith("kernel ")},
@@ -179,8 +187,9 @@ def breakdown(x: np.ndarray, rounds: int, threads: int) -> dict[str, Any]:
 def report(b: dict[str, Any]) -> str:
     """The breakdown as a Markdown table and the two bounds."""
     rows = [("floor: the eleven products alone", b["floor_ms"]),
-            ("npvae step (`npvae.train`)", b["npvae_ms"]),
-            ("instrumented npvae step", b["instrumented_ms"]),
+            ("npvae's fused step (`npvae.train`, the default)", b["fused_ms"]),
+            ("npvae's layer path (`npvae.train(..., fused=False)`)", b["npvae_ms"]),
+            ("instrumented layer path", b["instrumented_ms"]),
             ("of which: products", b["products_ms"]),
             ("of which: optimizer (`Adam.step`)", b["optimizer_ms"]),
             ("of which: other kernels", b["kernels_ms"])]
@@ -201,7 +210,7 @@ def report(b: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--examples", type=int, default=30_000)
-    ap.add_argument("--epochs", type=int, default=7, help="rounds of (floor, npvae, instrumented) epochs")
+    ap.add_argument("--epochs", type=int, default=7, help="rounds of (floor, npvae, instrumented, fused) epochs")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data", type=Path, default=_common.DEFAULT_DATA)
     ap.add_argument("--random-data", action="store_true", help="uniform random data even if Fashion-MNIST is there")

@@ -37,7 +37,8 @@ _LAZY = {
     "load_mnist_5k": ("datasets", "load_mnist_5k"),
     "ProgressBar": ("progress", "ProgressBar"),
 }
-_SUBMODULES = {"datasets", "idx", "download", "progress", "plots", "fdcheck", "kernels", "reference", "layers", "optim", "vae", "checkpoint", "errors"}
+_SUBMODULES = {"datasets", "idx", "download", "progress", "plots", "fdcheck", "kernels", "reference", "layers", "optim",
+               "vae", "checkpoint", "errors", "fused"}
 
 __all__ = sorted(_LAZY) + sorted(_SUBMODULES)
 

@@ -21,6 +21,11 @@ Flags
 ``error_model="numpy"``
     division by zero gives inf/nan as in NumPy instead of raising, and keeps
     the checks that would otherwise block vectorization out of the loops.
+``parallel`` (only for :func:`npvae.fused.fused_step`)
+    ``prange`` loops run on Numba's threads. Loop fusion is off: the step's
+    ``prange`` loops must run one after the other, as written, because the
+    second reads what every part of the first wrote, through addresses that
+    Numba cannot see.
 """
 
 from __future__ import annotations
@@ -39,12 +44,13 @@ FASTMATH_EXACT: frozenset[str] = frozenset({"contract", "nsz"})
 CACHE: bool = True
 
 
-def jit(func: F, *, exact: bool = False) -> F:
-    """Compile ``func`` with npvae's flags (``exact``: without reassociation)."""
+def jit(func: F, *, exact: bool = False, parallel: bool = False) -> F:
+    """Compile ``func`` with npvae's flags (``exact``: without reassociation; ``parallel``: its ``prange`` loops)."""
     import numba
 
     flags = FASTMATH_EXACT if exact else FASTMATH
-    return numba.njit(cache=CACHE, fastmath=set(flags), error_model="numpy", nogil=True)(func)
+    par: Any = {"prange": True, "fusion": False} if parallel else False
+    return numba.njit(cache=CACHE, fastmath=set(flags), error_model="numpy", nogil=True, parallel=par)(func)
 
 
 def by_precision(f32: Callable[[Any], Any], f64: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -12,6 +12,7 @@ from a checkpoint continues exactly as the uninterrupted run would have.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -59,7 +60,7 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
           x_val: np.ndarray | None = None, seed: int = 0, *, on_batch: BatchCallback | None = None,
           on_epoch: EpochCallback | None = None, clip_norm: float | None = None,
           checkpoint_path: str | os.PathLike[str] | None = None, checkpoint_every: int = 0,
-          pixel_scale: float | None = None, _resume: dict | None = None) -> list[dict]:
+          pixel_scale: float | None = None, fused: bool | None = None, _resume: dict | None = None) -> list[dict]:
     """Train ``vae`` on ``x_train`` with minibatch gradient descent.
 
     Parameters
@@ -93,6 +94,14 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
         returns them): each minibatch is multiplied by this, usually 1/255, as
         it is gathered. The data then takes a quarter of the memory of float32
         (47 MB instead of 188 MB for 60,000 images). ``x_val`` may be uint8 too.
+    fused
+        Whether each step runs as one compiled function split over the cores
+        (:mod:`npvae.fused`): the same arithmetic as the layer-by-layer path
+        and the same noise, to roundoff, and faster with two cores or more.
+        ``None`` (default): whenever it applies (Adam, no ``clip_norm``, one
+        sample of z, NumPy on OpenBLAS, two threads for Numba and the BLAS);
+        ``True``: always, or a ``ValueError`` saying why it cannot;
+        ``False``: never.
 
     Returns
     -------
@@ -126,6 +135,17 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
     optimizer = optimizer if optimizer is not None else Adam()
     if not hasattr(optimizer, "step"):
         raise TypeError(f"optimizer must be npvae.Adam or npvae.SGD, got {type(optimizer).__name__}")
+    if fused not in (None, True, False):
+        raise TypeError(f"fused must be None, True or False, got {fused!r}")
+    fused_step = None
+    if fused is not False:
+        from . import fused as _fused
+
+        why = _fused.unsupported(vae, optimizer, clip_norm)
+        if why is None:
+            fused_step = _fused.FusedStep(vae, optimizer)
+        elif fused:
+            raise ValueError(f"fused=True, but the fused step cannot train here: {why}")
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     if ckpt is not None:
         remove_stale_temporaries(ckpt)  # left by a run that was killed while saving
@@ -158,27 +178,36 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
             first = start_batch if epoch == start_epoch else 0
             if first == 0:
                 run_loss, run_count = 0.0, 0
-            for batch in range(first, n_batches):
-                idx = perm[batch * batch_size:(batch + 1) * batch_size]
-                xb = buffers[idx.shape[0]]
-                kernels.gather_rows(x_train, idx, gather_scale, xb)
-                loss = vae._step(xb, rng=noise_rng)
-                gnorm = _clip(vae.grads, clip_norm) if clip_norm is not None else 0.0
-                if not (math.isfinite(loss) and math.isfinite(gnorm)):
-                    _diverged("loss" if not math.isfinite(loss) else "gradient", loss, epoch, batch, n_batches, optimizer, ckpt)
-                sq = optimizer.step(vae.params, vae.grads)
-                if not math.isfinite(sq):
-                    _diverged("gradient", loss, epoch, batch, n_batches, optimizer, ckpt)
-                run_loss += loss * idx.shape[0]
-                run_count += idx.shape[0]
-                if on_batch is not None:
-                    on_batch(epoch, batch + 1, n_batches, loss)
-                if interrupt.requested:
-                    if ckpt is not None:
+            one_thread = fused_step.one_blas_thread() if fused_step is not None else contextlib.nullcontext()
+            with one_thread:  # the fused step's products run one per core (callbacks included)
+                for batch in range(first, n_batches):
+                    idx = perm[batch * batch_size:(batch + 1) * batch_size]
+                    if fused_step is not None:  # the update is skipped when the loss is not finite
+                        loss, sq = fused_step(x_train, idx, gather_scale, noise_rng)
+                        if not math.isfinite(loss):
+                            _diverged("loss", loss, epoch, batch, n_batches, optimizer, ckpt)
+                    else:
+                        xb = buffers[idx.shape[0]]
+                        kernels.gather_rows(x_train, idx, gather_scale, xb)
+                        loss = vae._step(xb, rng=noise_rng)
+                        gnorm = _clip(vae.grads, clip_norm) if clip_norm is not None else 0.0
+                        if not (math.isfinite(loss) and math.isfinite(gnorm)):
+                            _diverged("loss" if not math.isfinite(loss) else "gradient", loss, epoch, batch, n_batches,
+                                      optimizer, ckpt)
+                        sq = optimizer.step(vae.params, vae.grads)
+                    if not math.isfinite(sq):
+                        _diverged("gradient", loss, epoch, batch, n_batches, optimizer, ckpt)
+                    run_loss += loss * idx.shape[0]
+                    run_count += idx.shape[0]
+                    if on_batch is not None:
+                        on_batch(epoch, batch + 1, n_batches, loss)
+                    if interrupt.requested:
+                        if ckpt is not None:
+                            save_checkpoint(ckpt, vae, optimizer, progress(epoch, batch + 1))
+                        raise TrainingInterrupted(ckpt, epoch, batch + 1)
+                    if (ckpt is not None and checkpoint_every and (batch + 1) % checkpoint_every == 0
+                            and batch + 1 < n_batches):
                         save_checkpoint(ckpt, vae, optimizer, progress(epoch, batch + 1))
-                    raise TrainingInterrupted(ckpt, epoch, batch + 1)
-                if ckpt is not None and checkpoint_every and (batch + 1) % checkpoint_every == 0 and batch + 1 < n_batches:
-                    save_checkpoint(ckpt, vae, optimizer, progress(epoch, batch + 1))
             seconds = time.perf_counter() - t0
             record = {"epoch": epoch, "seconds": seconds, "train_loss": run_loss / run_count,
                       "val_loss": _evaluate(vae, x_val, scale) if x_val is not None else None}

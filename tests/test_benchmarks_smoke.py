@@ -251,7 +251,7 @@ def test_step_breakdown_runs_and_adds_up() -> None:
     proc = _run([str(BENCH / "step_breakdown.py"), "--examples", "1024", "--epochs", "1"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (b,) = _json_lines(proc.stdout)
-    for key in ("floor_ms", "npvae_ms", "instrumented_ms", "products_ms", "optimizer_ms", "optimizer_kernel_ms",
+    for key in ("floor_ms", "npvae_ms", "fused_ms", "instrumented_ms", "products_ms", "optimizer_ms", "optimizer_kernel_ms",
                 "kernels_ms", "noise_alone_ms"):
         assert _positive(b[key]), (key, b[key])
     assert set(b["kernel_ms"]) == {"bias_act_forward", "act_backward", "bernoulli_nll", "reparam_kl_forward",
@@ -275,7 +275,7 @@ def test_step_breakdown_times_every_product_and_restores_npvae() -> None:
     x = np.random.default_rng(0).random((300, 784), dtype=np.float32)
     acc: dict[str, float] = collections.defaultdict(float)
     with sb.instrumented(opt, acc) as timed_np:
-        C.npvae.train(vae, x, epochs=1, batch_size=128, optimizer=opt)
+        C.npvae.train(vae, x, epochs=1, batch_size=128, optimizer=opt, fused=False)
     steps = 3
     assert timed_np.calls == 11 * steps  # forward 4 products, backward 7 (no dx for the first layer)
     assert all(acc[k] > 0 for k in ("products", "optimizer", "optimizer kernel", "kernel gather_rows",
@@ -284,3 +284,30 @@ def test_step_breakdown_times_every_product_and_restores_npvae() -> None:
     assert layers.np is np and "step" not in vars(opt)
     assert all(getattr(kernels, name) is f for name, f in before.items())
     assert np.isfinite(vae.evaluate(x[:64]))
+
+
+# ---------------------------------------------------------------------------- blas_split
+def test_blas_split_runs_and_checks_its_products() -> None:
+    proc = _run([str(BENCH / "blas_split.py"), "--examples", "1024", "--epochs", "1"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    if "nothing to measure" in proc.stdout:
+        pytest.skip("NumPy's BLAS here is not an OpenBLAS with a CBLAS sgemm")
+    check = next(line for line in proc.stdout.splitlines() if line.startswith("one split step"))
+    assert float(check.split()[-1]) <= 1e-5, check
+    ratios = proc.stdout.strip().splitlines()[-1].split()
+    assert ratios[0] == "split/floor:" and float(ratios[1]) > 0, proc.stdout
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_blas_split_computes_the_floor_products_and_its_check_notices_a_lost_part(parts: int) -> None:
+    """Any number of parts (3 divides none of the sizes evenly) gives NumPy's products; a part left undone fails."""
+    import blas_split
+
+    sgemm = blas_split.find_sgemm()
+    if sgemm is None:
+        pytest.skip("NumPy's BLAS here is not an OpenBLAS with a CBLAS sgemm")
+    x = np.random.default_rng(0).random((2 * blas_split.BATCH, blas_split.INPUT), dtype=np.float32)
+    split = blas_split.Split(blas_split.Floor(x, blas_split.BATCH, 40, np.dtype(np.float32)), sgemm)
+    assert split.check(parts) <= 1e-5
+    if parts > 1:
+        assert split.check(parts, run_parts=parts - 1) == np.inf  # the lost part's rows stay NaN

@@ -1,0 +1,333 @@
+r"""A whole training step compiled as one function and split over the cores: npvae's fast path.
+
+:func:`npvae.train` runs each step layer by layer: NumPy's ``matmul`` (on
+OpenBLAS's threads) for the products, npvae's kernels around them on one
+core, then :meth:`npvae.Adam.step`. About a third of that step is work
+around the products on one core while the other waits. Here the same step
+is one compiled function over the same kernels, and each core takes a share
+of *all* of it, calling the products one core at a time through the ``gemm``
+NumPy itself uses (:mod:`npvae._blas`):
+
+1. **By examples.** Each core gathers its rows of the minibatch and runs
+   them through the whole forward pass, the loss, the KL and the backward
+   pass down to every layer's pre-activation gradient ``dpre``. Every row's
+   work is independent of the others'.
+2. **By weight rows.** Each core computes its share of the rows of every
+   weight gradient, ``dW[c0:c1] = x[:, c0:c1]^T dpre`` over the whole batch
+   (so nothing is computed twice or summed), and applies Adam to those rows
+   at once, while they are in its cache. The bias gradients (each core's
+   column sums from step 1, added up) and their update follow, serially:
+   they are 0.3% of the parameters.
+
+The arithmetic is the layer path's (docs/derivation.md; the same kernels,
+and the same products split into row blocks), so a step agrees with
+``VAE._step`` followed by ``Adam.step`` to roundoff: the tests hold the two
+paths to 1e-12 in float64 over several steps. The noise is drawn from the
+same Generator in the same way, so a training run takes the same path
+either way.
+
+What it covers: :class:`npvae.VAE` with any hidden layers and activation,
+the Bernoulli or Gaussian likelihood, one sample of z, any beta, trained by
+:class:`npvae.Adam` without gradient clipping, in float32 or float64, with
+NumPy on an OpenBLAS (pthreads) that :mod:`npvae._blas` finds, and at least
+two cores (Numba's thread count and OpenBLAS's both at least 2).
+:func:`npvae.train` uses it by itself in that case; :func:`unsupported` says
+why not otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from numba import prange, types
+from numba.core.extending import intrinsic
+
+from . import _blas, kernels
+from ._jit import jit
+from .optim import Adam, adam_kernel_args
+
+IDENTITY = kernels.ACTIVATIONS["identity"]
+_BERNOULLI, _GAUSSIAN = 0, 1
+_FINITE = 1.0e300  # ``abs(v) <= _FINITE`` is False for inf and NaN, and survives fast-math
+
+
+@intrinsic
+def call_gemm(typingctx: Any, addr: Any, order: Any, ta: Any, tb: Any, m: Any, n: Any, k: Any, alpha: Any,
+              a: Any, lda: Any, b: Any, ldb: Any, beta: Any, c: Any, ldc: Any) -> Any:
+    """Call ``cblas_?gemm`` at address ``addr`` (compiled code only).
+
+    The sizes and strides are passed as the integer type of ``m`` (int32 or
+    int64, as the library expects), ``alpha`` and ``beta`` as the real type of
+    ``alpha``, the matrices as addresses.
+    """
+    size, real = m, alpha
+    i64 = types.int64
+    sig = types.void(i64, types.int32, types.int32, types.int32, size, size, size, real, i64, size, i64, size,
+                     real, i64, size)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        from llvmlite import ir
+
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        st, rt = context.get_value_type(size), context.get_value_type(real)
+        fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, st, st, st, rt, i8p, st, i8p, st, rt, i8p, st])
+        fn = builder.inttoptr(args[0], fnty.as_pointer())
+        call = list(args[1:])
+        for j in (7, 9, 12):  # a, b, c
+            call[j] = builder.inttoptr(call[j], i8p)
+        builder.call(fn, call)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _gemm(addr: int, wide: bool, ta: bool, tb: bool, m: int, n: int, k: int, a: int, lda: int, b: int, ldb: int,
+          c: int, ldc: int, one: float, zero: float) -> None:
+    """Row-major ``C[m, n] = op(A) @ op(B)``, each matrix given by its address and row stride."""
+    order = np.int32(_blas.ROW_MAJOR)
+    op_a = np.int32(_blas.TRANS if ta else _blas.NO_TRANS)
+    op_b = np.int32(_blas.TRANS if tb else _blas.NO_TRANS)
+    pa, pb, pc = np.int64(a), np.int64(b), np.int64(c)
+    if wide:
+        call_gemm(addr, order, op_a, op_b, np.int64(m), np.int64(n), np.int64(k), one, pa, np.int64(lda), pb,
+                  np.int64(ldb), zero, pc, np.int64(ldc))
+    else:
+        call_gemm(addr, order, op_a, op_b, np.int32(m), np.int32(n), np.int32(k), one, pa, np.int32(lda), pb,
+                  np.int32(ldb), zero, pc, np.int32(ldc))
+
+
+_gemm = jit(_gemm)
+
+
+def _flat_rows(a: np.ndarray, r0: int, r1: int) -> np.ndarray:
+    """Rows ``r0:r1`` of a C-contiguous 2-D array, as one flat view."""
+    return a.reshape(-1)[r0 * a.shape[1]:r1 * a.shape[1]]
+
+
+_flat_rows = jit(_flat_rows)
+
+
+def fused_step(gemm: int, src: np.ndarray, idx: np.ndarray, gather_scale: float, eps: np.ndarray,
+               Ws: Any, bs: Any, dWs: Any, dbs: Any, mW: Any, vW: Any, mb: Any, vb: Any,
+               Y: Any, dY: Any, xb: np.ndarray, z: np.ndarray, sigma: np.ndarray, dz: np.ndarray,
+               dbpart: np.ndarray, tmp: np.ndarray, sums: np.ndarray, ints: np.ndarray,
+               reals: np.ndarray, adam: np.ndarray) -> None:
+    r"""One training step of a VAE, split over ``parts`` cores (see the module docstring).
+
+    Layers ``0 .. n-1`` run from the input to the output: ``n_hidden``
+    encoder layers, the head (``[mu | logvar]``, index ``n_hidden``), the
+    decoder's ``n_hidden`` layers (the first takes ``z``) and the output
+    layer. ``Ws[l]`` (in, out) and ``bs[l]`` are the parameters, ``dWs``,
+    ``dbs`` their gradients, ``mW, vW, mb, vb`` Adam's flat moments; ``Y[l]``
+    (B, out) each layer's output, ``dY[l]`` the gradient at its
+    pre-activation (``dpre`` of Eq. (D1)); ``dz`` (B, K) the gradient at z.
+    ``dbpart[i, l]`` holds part ``i``'s column sums of ``dY[l]``; ``tmp[i]``
+    is its row buffer for the loss kernel. ``eps`` is (1, B, K).
+
+    ``gemm`` is the address of ``cblas_?gemm`` for the dtype. ``ints``:
+    n_hidden, activation kind, likelihood (0 Bernoulli, 1 Gaussian), parts,
+    bytes per element, 1 if the BLAS takes 64-bit sizes. ``reals``: alpha, the loss kernel's
+    scale, the KL scale (beta / B). ``adam``: :func:`npvae.optim.adam_kernel_args`
+    for this step. On return ``sums`` holds the likelihood kernel's sum over
+    the batch, the summed KL, ``sum(g**2)`` over every gradient, and 1 if the
+    update was applied: it is not when the loss is NaN or infinite, so
+    parameters and moments keep their last values.
+    """
+    n_hidden, kind, likelihood, parts, f, wide = ints[0], ints[1], ints[2], ints[3], ints[4], ints[5] != 0
+    alpha, loss_scale, kl_scale = reals[0], reals[1], reals[2]
+    n = len(Ws)
+    head, first_dec = n_hidden, n_hidden + 1
+    b, p = xb.shape
+    one, zero = xb.dtype.type(1), xb.dtype.type(0)
+    part_lik = np.zeros(parts)
+    part_kl = np.zeros(parts)
+    part_sq = np.zeros(parts)
+    for i in prange(parts):
+        r0, r1 = i * b // parts, (i + 1) * b // parts
+        m = r1 - r0
+        kernels.gather_rows(src, idx[r0:r1], gather_scale, xb[r0:r1])
+        for l in range(n):
+            inp = xb if l == 0 else (z if l == first_dec else Y[l - 1])
+            d_in, d_out = Ws[l].shape
+            _gemm(gemm, wide, False, False, m, d_out, d_in, inp.ctypes.data + r0 * d_in * f, d_in, Ws[l].ctypes.data,
+                  d_out, Y[l].ctypes.data + r0 * d_out * f, d_out, one, zero)
+            act = IDENTITY if l == head or l == n - 1 else kind
+            kernels.bias_act_forward(Y[l][r0:r1], bs[l], act, alpha)
+            if l == head:
+                part_kl[i] = kernels.reparam_kl_forward(Y[head][r0:r1], eps[:, r0:r1], z[r0:r1], sigma[r0:r1])
+        out, dout = Y[n - 1][r0:r1], dY[n - 1][r0:r1]
+        if likelihood == _BERNOULLI:
+            part_lik[i] = kernels.bernoulli_nll(out, xb[r0:r1], dout, loss_scale, dbpart[i, n - 1, :p], tmp[i])
+        else:
+            part_lik[i] = kernels.gaussian_sq_err(out, xb[r0:r1], dout, loss_scale, dbpart[i, n - 1, :p])
+        for l in range(n - 1, 0, -1):
+            d_in, d_out = Ws[l].shape
+            below = dz if l == first_dec else dY[l - 1]
+            _gemm(gemm, wide, False, True, m, d_in, d_out, dY[l].ctypes.data + r0 * d_out * f, d_out,
+                  Ws[l].ctypes.data, d_out, below.ctypes.data + r0 * d_in * f, d_in, one, zero)
+            if l == first_dec:
+                kernels.reparam_kl_backward(dz[r0:r1], eps[:, r0:r1], Y[head][r0:r1], sigma[r0:r1],
+                                            dY[head][r0:r1], dbpart[i, head, :2 * d_in], kl_scale)
+            else:
+                kernels.act_backward(dY[l - 1][r0:r1], Y[l - 1][r0:r1], dY[l - 1][r0:r1],
+                                     dbpart[i, l - 1, :d_in], kind, alpha)
+    lik, kl = 0.0, 0.0
+    for i in range(parts):
+        lik += part_lik[i]
+        kl += part_kl[i]
+    sums[0], sums[1], sums[2], sums[3] = lik, kl, 0.0, 0.0
+    if not abs(lik + kl) <= _FINITE:
+        return
+    for i in prange(parts):
+        sq = 0.0
+        for l in range(n - 1, -1, -1):  # the last layer first: the next forward pass starts at the first
+            inp = xb if l == 0 else (z if l == first_dec else Y[l - 1])
+            d_in, d_out = Ws[l].shape
+            c0, c1 = i * d_in // parts, (i + 1) * d_in // parts
+            _gemm(gemm, wide, True, False, c1 - c0, d_out, b, inp.ctypes.data + c0 * f, d_in, dY[l].ctypes.data, d_out,
+                  dWs[l].ctypes.data + c0 * d_out * f, d_out, one, zero)
+            sq += kernels.adam_update(_flat_rows(Ws[l], c0, c1), _flat_rows(dWs[l], c0, c1),
+                                      mW[l][c0 * d_out:c1 * d_out], vW[l][c0 * d_out:c1 * d_out],
+                                      adam[0], adam[1], adam[2], adam[3], adam[4], adam[5], adam[6])
+        part_sq[i] = sq
+    sq = 0.0
+    for i in range(parts):
+        sq += part_sq[i]
+    for l in range(n):
+        db = dbs[l]
+        for j in range(db.shape[0]):
+            acc = zero
+            for i in range(parts):
+                acc += dbpart[i, l, j]
+            db[j] = acc
+        sq += kernels.adam_update(bs[l], db, mb[l], vb[l], adam[0], adam[1], adam[2], adam[3], adam[4],
+                                  adam[5], adam[6])
+    sums[2], sums[3] = sq, 1.0
+
+
+fused_step = jit(fused_step, parallel=True)
+
+
+def unsupported(vae: Any, optimizer: Any, clip_norm: float | None, *, threads: bool = True) -> str | None:
+    """Why :class:`FusedStep` cannot train this model with this optimizer here, or ``None`` if it can.
+
+    ``threads=False`` leaves out the two-core condition (for a step told its number of parts).
+    """
+    import numba
+
+    if type(optimizer) is not Adam:
+        return f"it trains with npvae.Adam only, not {type(optimizer).__name__}"
+    if clip_norm is not None:
+        return "it does not clip gradients (clip_norm)"
+    if vae.n_samples != 1:
+        return f"it draws one sample of z per example, not n_samples={vae.n_samples}"
+    blas = _blas.numpy_blas()
+    if blas is None:
+        return "NumPy's BLAS is not an OpenBLAS (pthreads) whose cblas gemm npvae can find"
+    if numba.config.DISABLE_JIT:
+        return "NUMBA_DISABLE_JIT is set"
+    if threads and min(numba.get_num_threads(), blas.get_num_threads()) < 2:
+        return "it needs two cores, and Numba or the BLAS is limited to one thread"
+    return None
+
+
+class FusedStep:
+    """:func:`fused_step` bound to one model and one Adam: workspaces per batch size, made once.
+
+    Calling it does what ``vae._step(xb, rng=rng)`` then ``optimizer.step(vae.params,
+    vae.grads)`` do, for the rows ``src[idx]`` (times ``gather_scale``):
+    it returns the loss and ``sum(g**2)``. When the loss is not finite it
+    returns it with ``sum(g**2)`` 0 and changes nothing (neither the
+    parameters nor the optimizer), as :func:`npvae.train` expects.
+    """
+
+    def __init__(self, vae: Any, optimizer: Adam, parts: int | None = None) -> None:
+        from numba.typed import List
+
+        import numba
+
+        why = unsupported(vae, optimizer, None, threads=parts is None)
+        if why is not None:
+            raise ValueError(f"the fused training step cannot be used: {why}")
+        blas = _blas.numpy_blas()
+        assert blas is not None
+
+        self.vae, self.opt, self.blas = vae, optimizer, blas
+        self.parts = parts if parts is not None else min(numba.get_num_threads(), blas.get_num_threads())
+        if self.parts < 1:
+            raise ValueError(f"parts must be at least 1, got {self.parts}")
+        self.gemm = blas.gemm[vae.dtype]
+        layers = [layer for _, layer in vae._named_layers()]
+        names = [name for name, _ in vae._named_layers()]
+        views = optimizer._flat_views(vae.params, vae.grads)  # creates Adam's state, as its first step would
+        self.Ws = List([lay.params["W"] for lay in layers])
+        self.bs = List([lay.params["b"] for lay in layers])
+        self.dWs = List([lay.grads["W"] for lay in layers])
+        self.dbs = List([lay.grads["b"] for lay in layers])
+        self.mW = List([views[f"{k}.W"][2] for k in names])
+        self.vW = List([views[f"{k}.W"][3] for k in names])
+        self.mb = List([views[f"{k}.b"][2] for k in names])
+        self.vb = List([views[f"{k}.b"][3] for k in names])
+        self.widths = [lay.out_dim for lay in layers]
+        kind = kernels.ACTIVATIONS[vae.activation]
+        lik = _BERNOULLI if vae.likelihood == "bernoulli" else _GAUSSIAN
+        self.ints = np.array([len(vae.hidden_dims), kind, lik, self.parts, vae.dtype.itemsize, blas.wide], np.int64)
+        self.dbpart = np.zeros((self.parts, len(layers), max(self.widths)), vae.dtype)
+        self.tmp = np.zeros((self.parts, vae.input_dim), vae.dtype)
+        self.sums = np.zeros(4)
+        self._ws: dict[int, tuple] = {}
+
+    def _workspaces(self, b: int) -> tuple:
+        from numba.typed import List
+
+        ws = self._ws.get(b)
+        if ws is None:
+            dt, k = self.vae.dtype, self.vae.latent_dim
+            vae = self.vae
+            loss_scale = 1.0 / b if vae.likelihood == "bernoulli" else 1.0 / (vae.sigma_dec**2 * b)
+            ws = (List([np.zeros((b, w), dt) for w in self.widths]), List([np.zeros((b, w), dt) for w in self.widths]),
+                  np.zeros((b, vae.input_dim), dt), np.zeros((b, k), dt),
+                  np.array([vae.alpha, loss_scale, vae.beta / b], dt))
+            self._ws[b] = ws
+        return ws
+
+    @contextlib.contextmanager
+    def one_blas_thread(self) -> Iterator[None]:
+        """Keep NumPy's BLAS on one thread in the body (restored after), as the steps need.
+
+        The step's products run one per core from Numba's threads; a BLAS free
+        to start threads of its own would fight them for the cores. Set once
+        around a run of steps, not per step: OpenBLAS may stop and restart its
+        threads when the count changes.
+        """
+        threads = self.blas.get_num_threads()
+        self.blas.set_num_threads(1)
+        try:
+            yield
+        finally:
+            self.blas.set_num_threads(threads)
+
+    def __call__(self, src: np.ndarray, idx: np.ndarray, gather_scale: Any, rng: np.random.Generator
+                 ) -> tuple[float, float]:
+        vae, opt = self.vae, self.opt
+        b = idx.shape[0]
+        Y, dY, xb, dz, reals = self._workspaces(b)
+        nb = vae._noise.get(b)
+        rng.standard_normal(out=nb["eps"], dtype=vae.dtype)  # as VAE._loss_terms draws it
+        adam = np.array(adam_kernel_args(opt.lr, opt.betas, opt.eps, opt.t + 1, vae.dtype), vae.dtype)
+        fused_step(self.gemm, src, idx, gather_scale, nb["eps"], self.Ws, self.bs, self.dWs, self.dbs,
+                   self.mW, self.vW, self.mb, self.vb, Y, dY, xb, nb["z"].reshape(b, -1), nb["sigma"], dz,
+                   self.dbpart, self.tmp, self.sums, self.ints, reals, adam)
+        lik, kl, sq, applied = self.sums.tolist()
+        if vae.likelihood == "bernoulli":
+            nll = lik / b
+        else:
+            s = vae.sigma_dec
+            nll = (lik / (2 * s * s) + b * vae.input_dim * (math.log(s) + 0.5 * math.log(2 * math.pi))) / b
+        if applied:
+            opt.t += 1
+        return nll + vae.beta * kl / b, sq

@@ -1,0 +1,230 @@
+"""The fused training step (npvae.fused) computes what the layer path computes, and train() uses it safely.
+
+The layer path (``VAE._step`` then ``Adam.step``) is the reference: its
+gradients are checked against finite differences and against PyTorch
+elsewhere. Here the fused step must reproduce it in float64 to roundoff
+(1e-12 relative: the products are split into row blocks and the bias sums
+into parts, nothing else differs) over several Adam steps, for any split,
+architecture, activation and likelihood it covers; its gradients are also
+checked against finite differences directly.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+import npvae
+from npvae import _blas, kernels
+
+fused = pytest.importorskip("npvae.fused")
+
+pytestmark = pytest.mark.skipif(
+    _blas.numpy_blas() is None or __import__("numba").config.DISABLE_JIT,
+    reason="the fused step needs NumPy's OpenBLAS and compiled kernels")
+
+P, K = 12, 3
+
+
+def make(hidden=(16, 12), likelihood="bernoulli", activation="relu", beta=0.7, dtype=np.float64, seed=0):
+    return npvae.VAE(P, hidden, K, likelihood=likelihood, activation=activation, beta=beta, seed=seed, dtype=dtype)
+
+
+def data(n: int = 25, dtype=np.float64) -> np.ndarray:
+    return np.random.default_rng(2).random((n, P)).astype(dtype)
+
+
+def run(use_fused: bool, vae: npvae.VAE, x: np.ndarray, batches: list[np.ndarray], parts: int = 2,
+        lr: float = 1e-2) -> tuple[npvae.Adam, list[tuple[float, float]]]:
+    """Adam steps on ``x[idx]`` for each ``idx``, by the fused step or the layer path, with one noise stream."""
+    opt, rng, out = npvae.Adam(lr=lr), np.random.default_rng(1), []
+    step = fused.FusedStep(vae, opt, parts=parts) if use_fused else None
+    one = vae.dtype.type(1)
+    for idx in batches:
+        if step is not None:
+            with step.one_blas_thread():
+                out.append(step(x, idx, one, rng))
+        else:
+            xb = np.empty((idx.shape[0], P), vae.dtype)
+            kernels.gather_rows(x, idx, one, xb)
+            loss = vae._step(xb, rng=rng)
+            out.append((loss, opt.step(vae.params, vae.grads)))
+    return opt, out
+
+
+def rel(a: np.ndarray, b: np.ndarray) -> float:
+    scale = max(float(np.max(np.abs(a))), float(np.max(np.abs(b))))
+    return float(np.max(np.abs(a - b))) / scale if scale else 0.0
+
+
+def assert_same(cfg: dict, parts: int, batch: int, steps: int = 3, dtype=np.float64, tol: float = 1e-12) -> None:
+    x = data(dtype=dtype)
+    batches = [np.random.default_rng([3, s]).permutation(len(x))[:batch] for s in range(steps)]
+    a, b = make(dtype=dtype, **cfg), make(dtype=dtype, **cfg)
+    opt_a, la = run(False, a, x, batches)
+    opt_b, lb = run(True, b, x, batches, parts=parts)
+    for (loss_a, sq_a), (loss_b, sq_b) in zip(la, lb):
+        assert abs(loss_a - loss_b) <= tol * abs(loss_a) and abs(sq_a - sq_b) <= tol * abs(sq_a)
+    for key in a.params:
+        assert rel(a.params[key], b.params[key]) <= tol, key
+        assert rel(a.grads[key], b.grads[key]) <= tol, key
+        for s in ("m", "v"):
+            assert rel(opt_a.state[key][s], opt_b.state[key][s]) <= tol, (key, s)
+    assert opt_a.t == opt_b.t == steps
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3])
+@pytest.mark.parametrize("cfg", [
+    {},
+    {"hidden": ()},
+    {"hidden": (9,), "likelihood": "gaussian", "activation": "tanh"},
+    {"activation": "leaky_relu", "beta": 0.0},
+    {"activation": "sigmoid"},
+    {"activation": "softplus", "likelihood": "gaussian"},
+], ids=["relu", "no-hidden", "gaussian-tanh", "leaky-beta0", "sigmoid", "softplus-gaussian"])
+def test_fused_step_matches_the_layer_path(cfg: dict, parts: int) -> None:
+    assert_same(cfg, parts, batch=10)
+
+
+def test_fused_step_matches_in_float32() -> None:
+    assert_same({}, parts=2, batch=10, dtype=np.float32, tol=1e-5)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hidden=st.lists(st.integers(1, 9), max_size=3), batch=st.integers(1, 25), parts=st.integers(1, 4),
+       activation=st.sampled_from(sorted(kernels.ACTIVATIONS)),
+       likelihood=st.sampled_from(["bernoulli", "gaussian"]))
+@example(hidden=[], batch=1, parts=4, activation="relu", likelihood="bernoulli")  # more parts than rows
+def test_fused_step_matches_for_any_shape_and_split(hidden: list[int], batch: int, parts: int, activation: str,
+                                                     likelihood: str) -> None:
+    assert_same({"hidden": tuple(hidden), "activation": activation, "likelihood": likelihood}, parts, batch,
+                steps=2)
+
+
+def test_fused_gradients_pass_a_finite_difference_check() -> None:
+    """The gradient the fused step applies is the gradient of the full negative ELBO at the noise it drew."""
+    vae = make(hidden=(7,), activation="tanh")
+    before = copy.deepcopy(vae)
+    x = data()
+    idx = np.arange(3, 13)
+    opt = npvae.Adam(lr=1e-3)
+    step = fused.FusedStep(vae, opt, parts=2)
+    with step.one_blas_thread():
+        step(x, idx, np.float64(1), np.random.default_rng(5))
+    eps = vae._noise.get(len(idx))["eps"].copy()
+    for key, p in before.params.items():
+        orig = p.copy()
+
+        def f(v: np.ndarray) -> float:
+            p[...] = v
+            r, kl = before.loss_terms(x[idx], eps)
+            return r + before.beta * kl
+
+        res = npvae.gradcheck(f, orig.copy(), vae.grads[key], rng=np.random.default_rng(0), n_directions=3)
+        p[...] = orig
+        assert res, f"{key}: {res}"
+
+
+def test_a_non_finite_loss_changes_nothing() -> None:
+    vae = make()
+    x = data()
+    opt = npvae.Adam()
+    step = fused.FusedStep(vae, opt, parts=2)
+    with step.one_blas_thread():
+        step(x, np.arange(10), np.float64(1), np.random.default_rng(0))
+    vae.params["decoder.out.b"][0] = np.inf
+    params = {k: p.copy() for k, p in vae.params.items()}
+    state = copy.deepcopy(opt.state)
+    with step.one_blas_thread():
+        loss, sq = step(x, np.arange(10), np.float64(1), np.random.default_rng(0))
+    assert not np.isfinite(loss) and sq == 0.0 and opt.t == 1
+    for k in params:
+        np.testing.assert_array_equal(vae.params[k], params[k])
+        for s in ("m", "v"):
+            np.testing.assert_array_equal(opt.state[k][s], state[k][s])
+
+
+# ---------------------------------------------------------------------------- through npvae.train
+@pytest.fixture
+def two_threads():
+    """Numba and the BLAS on two threads each, as train()'s automatic choice needs."""
+    import numba
+
+    blas = _blas.numpy_blas()
+    old = numba.get_num_threads(), blas.get_num_threads()
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has one thread here")
+    numba.set_num_threads(2)
+    blas.set_num_threads(2)
+    yield blas
+    numba.set_num_threads(old[0])
+    blas.set_num_threads(old[1])
+
+
+@pytest.mark.parametrize("pixels", [False, True], ids=["float", "uint8"])
+def test_train_takes_the_same_path_fused_or_not(two_threads, pixels: bool) -> None:
+    """Two epochs with a short last batch: the same losses and parameters either way (float64)."""
+    x = (data(90) * 255).astype(np.uint8) if pixels else data(90)
+    kw = {"pixel_scale": 1 / 255} if pixels else {}
+    runs = {}
+    for use in (False, True):
+        vae = make()
+        seen: list[int] = []
+        hist = npvae.train(vae, x, epochs=2, batch_size=32, seed=4, fused=use,
+                           on_batch=lambda *a: seen.append(two_threads.get_num_threads()), **kw)
+        runs[use] = vae, hist, seen
+    (a, ha, seen_a), (b, hb, seen_b) = runs[False], runs[True]
+    assert seen_a == [2] * 6 and seen_b == [1] * 6  # the fused epochs keep the BLAS on one thread...
+    assert two_threads.get_num_threads() == 2  # ...and give it back
+    for ra, rb in zip(ha, hb):
+        assert abs(ra["train_loss"] - rb["train_loss"]) <= 1e-12 * ra["train_loss"]
+    for key in a.params:
+        assert rel(a.params[key], b.params[key]) <= 1e-10, key
+
+
+def test_train_uses_the_fused_step_by_itself_when_it_can(two_threads, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = fused.FusedStep.__call__
+
+    def counted(self, *args):
+        calls.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(fused.FusedStep, "__call__", counted)
+    npvae.train(make(), data(40), epochs=1, batch_size=16)
+    assert len(calls) == 3
+    npvae.train(make(), data(40), epochs=1, batch_size=16, optimizer=npvae.SGD(0.1))  # not covered: layer path
+    npvae.train(make(), data(40), epochs=1, batch_size=16, clip_norm=10.0)
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("kw, why", [
+    ({"optimizer": npvae.SGD(0.1)}, "npvae.Adam only"),
+    ({"clip_norm": 1.0}, "clip_norm"),
+    ({"vae": "two samples"}, "n_samples=2"),
+])
+def test_fused_true_says_why_it_cannot(two_threads, kw: dict, why: str) -> None:
+    vae = npvae.VAE(P, (5,), K, n_samples=2, dtype=np.float64) if kw.pop("vae", None) else make()
+    with pytest.raises(ValueError, match=why):
+        npvae.train(vae, data(40), epochs=1, batch_size=16, fused=True, **kw)
+    with pytest.raises(TypeError, match="fused must be"):
+        npvae.train(make(), data(40), epochs=1, batch_size=16, fused="yes")
+
+
+def test_fused_true_needs_two_threads(two_threads) -> None:
+    two_threads.set_num_threads(1)
+    with pytest.raises(ValueError, match="two cores"):
+        npvae.train(make(), data(40), epochs=1, batch_size=16, fused=True)
+    npvae.train(make(), data(40), epochs=1, batch_size=16)  # the default falls back to the layer path
+
+
+def test_fused_divergence_stops_training(two_threads) -> None:
+    vae = make()
+    vae.params["encoder.0.W"][0, 0] = np.nan
+    with pytest.raises(npvae.TrainingDivergedError, match="loss became nan"):
+        npvae.train(vae, data(40), epochs=1, batch_size=16, fused=True)
+    assert two_threads.get_num_threads() == 2
