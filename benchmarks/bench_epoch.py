@@ -19,7 +19,10 @@ or uniform random data in [0, 1] when it is not found; the output says which):
 
 Repeats are round-robin (repeat r runs every config and implementation before
 repeat r+1; the implementation order rotates), so machine noise hits all of
-them alike; medians are quoted. Threads: threadpoolctl limits BLAS/OpenMP,
+them alike; medians are quoted. Each timed epoch starts after ``--settle``
+seconds (0.3) of idling, so that no thread left spinning by the one before
+(OpenBLAS's worker spins about 0.1 s after a product, OpenMP's threads a
+while after a parallel region) takes the cores from its first moments. Threads: threadpoolctl limits BLAS/OpenMP,
 ``torch.set_num_threads`` limits torch. Peak RSS is measured in a separate
 child process that only loads the data and trains npvae one epoch (default
 configuration).
@@ -111,6 +114,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-rss", action="store_true", help="skip the peak-RSS child process")
     p.add_argument("--warmup-batches", type=int, default=None,
                    help="untimed batches of each config and implementation before timing (default 3; 1 with --quick)")
+    p.add_argument("--settle", type=float, default=None,
+                   help="idle seconds before each timed epoch, so threads the previous one left spinning stop "
+                        "(default 0.3; 0 with --quick)")
     p.add_argument("--list-configs", action="store_true", help="print the config names and exit")
     p.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -120,8 +126,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.examples = 2048 if a.quick else 60000
     if a.warmup_batches is None:
         a.warmup_batches = 1 if a.quick else 3
-    if a.repeats < 1 or a.examples < 1:
-        p.error("--repeats and --examples must be positive")
+    if a.settle is None:
+        a.settle = 0.0 if a.quick else 0.3
+    if a.repeats < 1 or a.examples < 1 or a.settle < 0:
+        p.error("--repeats and --examples must be positive, --settle not negative")
     a.impls = tuple(i for i in a.impls.split(",") if i)
     if set(a.impls) - set(IMPLS):
         p.error(f"--impls: unknown {sorted(set(a.impls) - set(IMPLS))}")
@@ -400,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in runners:
             k = (rep + runners.index(r)) % len(impls)  # rotate the order of the implementations
             for impl in impls[k:] + impls[:k]:
+                time.sleep(args.settle)
                 s = r.run(impl, rep)
                 done += 1
                 progress(f"[{done}/{total}] repeat {rep + 1} {r.cfg.name} {impl}: {s:.3f} s "

@@ -39,8 +39,10 @@ and two bounds, as ratios to the floor:
   perfectly parallel on all cores with no cost for handing out the work.
   Splitting the products as well (the fused step) can go below it.
 
-The timers cost a little (the instrumented step is slower than the plain
-one, printed). This is a measurement, not part of npvae.
+Each epoch starts after 0.3 s of idling (as in ``bench_epoch.py``), so no
+thread left spinning by the one before takes the cores from it. The timers
+cost a little (the instrumented step is slower than the plain one,
+printed). This is a measurement, not part of npvae.
 
     python benchmarks/step_breakdown.py                  # 30,000 examples, 7 rounds
 """
@@ -123,6 +125,9 @@ def instrumented(opt: Any, acc: dict[str, float]) -> Iterator[_TimedNumpy]:
             setattr(kernels, name, f)
 
 
+SETTLE = 0.3  # seconds
+
+
 def noise_alone(dtype: np.dtype, repeats: int = 2000) -> float:
     """Median seconds of the step's noise draw, ``standard_normal(out=(1, B, K))``, alone."""
     rng, out = np.random.default_rng(0), np.empty((1, BATCH, LATENT), dtype)
@@ -149,6 +154,7 @@ def breakdown(x: np.ndarray, rounds: int, threads: int) -> dict[str, Any]:
         floor.epoch(3 * BATCH)
         for r in range(rounds):
             for kind in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:
+                time.sleep(SETTLE)  # threads the previous epoch left spinning (OpenBLAS's ~0.1 s) stop first
                 if kind == "floor":
                     seconds = floor.epoch()
                 elif kind == "npvae":

@@ -2,8 +2,9 @@ r"""A whole training step compiled as one function and split over the cores: npv
 
 :func:`npvae.train` runs each step layer by layer: NumPy's ``matmul`` (on
 OpenBLAS's threads) for the products, npvae's kernels around them on one
-core, then :meth:`npvae.Adam.step`. About a third of that step is work
-around the products on one core while the other waits. Here the same step
+core, then :meth:`npvae.Adam.step`. About a third of that step is the work
+around the products, done on one core while the other has nothing to do
+(benchmarks/README.md, "Where a step's time goes"). Here the same step
 is one compiled function over the same kernels, and each core takes a share
 of *all* of it, calling the products one core at a time through the ``gemm``
 NumPy itself uses (:mod:`npvae._blas`):
@@ -19,10 +20,11 @@ NumPy itself uses (:mod:`npvae._blas`):
    column sums from step 1, added up) and their update follow, serially:
    they are 0.3% of the parameters.
 
-The arithmetic is the layer path's (docs/derivation.md; the same kernels,
-and the same products split into row blocks), so a step agrees with
-``VAE._step`` followed by ``Adam.step`` to roundoff: the tests hold the two
-paths to 1e-12 in float64 over several steps. The noise is drawn from the
+The arithmetic is the layer path's (the same kernels, and the same
+products split into row blocks; docs/derivation.md, Eq. (E2) says why the
+split is exact), so a step agrees with ``VAE._step`` followed by
+``Adam.step`` to roundoff: the tests hold the two paths to 1e-12 in float64
+over several steps. The noise is drawn from the
 same Generator in the same way, so a training run takes the same path
 either way.
 
@@ -116,7 +118,13 @@ def fused_step(gemm: int, src: np.ndarray, idx: np.ndarray, gather_scale: float,
                Y: Any, dY: Any, xb: np.ndarray, z: np.ndarray, sigma: np.ndarray, dz: np.ndarray,
                dbpart: np.ndarray, tmp: np.ndarray, sums: np.ndarray, ints: np.ndarray,
                reals: np.ndarray, adam: np.ndarray) -> None:
-    r"""One training step of a VAE, split over ``parts`` cores (see the module docstring).
+    r"""One training step of a VAE, split over ``parts`` cores (docs/derivation.md, Eq. (E2)).
+
+    Part ``i`` takes rows ``[i B / parts, (i + 1) B / parts)`` of the batch
+    through Eqs. (D1), (R1), (K1), (B1) or (G1) and back to every layer's
+    ``dpre``; then, after all parts are done, rows ``[i d / parts, (i + 1)
+    d / parts)`` of every weight gradient (``d`` its input width),
+    :math:`dW = x^\top \mathrm{dpre}`, and their Adam update (O1).
 
     Layers ``0 .. n-1`` run from the input to the output: ``n_hidden``
     encoder layers, the head (``[mu | logvar]``, index ``n_hidden``), the
@@ -130,12 +138,13 @@ def fused_step(gemm: int, src: np.ndarray, idx: np.ndarray, gather_scale: float,
 
     ``gemm`` is the address of ``cblas_?gemm`` for the dtype. ``ints``:
     n_hidden, activation kind, likelihood (0 Bernoulli, 1 Gaussian), parts,
-    bytes per element, 1 if the BLAS takes 64-bit sizes. ``reals``: alpha, the loss kernel's
-    scale, the KL scale (beta / B). ``adam``: :func:`npvae.optim.adam_kernel_args`
-    for this step. On return ``sums`` holds the likelihood kernel's sum over
-    the batch, the summed KL, ``sum(g**2)`` over every gradient, and 1 if the
-    update was applied: it is not when the loss is NaN or infinite, so
-    parameters and moments keep their last values.
+    bytes per element, 1 if the BLAS takes 64-bit sizes. ``reals``: alpha,
+    the loss kernel's scale, the KL scale (beta / B). ``adam``:
+    :func:`npvae.optim.adam_kernel_args` for this step. On return ``sums``
+    holds the likelihood kernel's sum over the batch, the summed KL,
+    ``sum(g**2)`` over every gradient, and 1 if the update was applied: it is
+    not when the loss is NaN or infinite, so parameters and moments keep their
+    last values.
     """
     n_hidden, kind, likelihood, parts, f, wide = ints[0], ints[1], ints[2], ints[3], ints[4], ints[5] != 0
     alpha, loss_scale, kl_scale = reals[0], reals[1], reals[2]
