@@ -116,7 +116,7 @@ _flat_rows = jit(_flat_rows)
 def fused_step(gemm: int, src: np.ndarray, idx: np.ndarray, gather_scale: float, eps: np.ndarray,
                Ws: Any, bs: Any, dWs: Any, dbs: Any, mW: Any, vW: Any, mb: Any, vb: Any,
                Y: Any, dY: Any, xb: np.ndarray, z: np.ndarray, sigma: np.ndarray, dz: np.ndarray,
-               dbpart: np.ndarray, tmp: np.ndarray, sums: np.ndarray, ints: np.ndarray,
+               dbpart: np.ndarray, tmp: np.ndarray, parts_out: np.ndarray, sums: np.ndarray, ints: np.ndarray,
                reals: np.ndarray, adam: np.ndarray) -> None:
     r"""One training step of a VAE, split over ``parts`` cores (docs/derivation.md, Eq. (E2)).
 
@@ -129,12 +129,14 @@ def fused_step(gemm: int, src: np.ndarray, idx: np.ndarray, gather_scale: float,
     Layers ``0 .. n-1`` run from the input to the output: ``n_hidden``
     encoder layers, the head (``[mu | logvar]``, index ``n_hidden``), the
     decoder's ``n_hidden`` layers (the first takes ``z``) and the output
-    layer. ``Ws[l]`` (in, out) and ``bs[l]`` are the parameters, ``dWs``,
-    ``dbs`` their gradients, ``mW, vW, mb, vb`` Adam's flat moments; ``Y[l]``
-    (B, out) each layer's output, ``dY[l]`` the gradient at its
+    layer. ``Ws[li]`` (in, out) and ``bs[li]`` are the parameters, ``dWs``,
+    ``dbs`` their gradients, ``mW, vW, mb, vb`` Adam's flat moments; ``Y[li]``
+    (B, out) each layer's output, ``dY[li]`` the gradient at its
     pre-activation (``dpre`` of Eq. (D1)); ``dz`` (B, K) the gradient at z.
-    ``dbpart[i, l]`` holds part ``i``'s column sums of ``dY[l]``; ``tmp[i]``
-    is its row buffer for the loss kernel. ``eps`` is (1, B, K).
+    ``dbpart[i, li]`` holds part ``i``'s column sums of ``dY[li]``; ``tmp[i]``
+    is its row buffer for the loss kernel; ``parts_out`` (3, parts), float64,
+    takes each part's likelihood sum, KL sum and ``sum(g**2)``. ``eps`` is
+    (1, B, K). Nothing is allocated here.
 
     ``gemm`` is the address of ``cblas_?gemm`` for the dtype. ``ints``:
     n_hidden, activation kind, likelihood (0 Bernoulli, 1 Gaussian), parts,
@@ -152,38 +154,36 @@ def fused_step(gemm: int, src: np.ndarray, idx: np.ndarray, gather_scale: float,
     head, first_dec = n_hidden, n_hidden + 1
     b, p = xb.shape
     one, zero = xb.dtype.type(1), xb.dtype.type(0)
-    part_lik = np.zeros(parts)
-    part_kl = np.zeros(parts)
-    part_sq = np.zeros(parts)
+    part_lik, part_kl, part_sq = parts_out[0], parts_out[1], parts_out[2]
     for i in prange(parts):
         r0, r1 = i * b // parts, (i + 1) * b // parts
         m = r1 - r0
         kernels.gather_rows(src, idx[r0:r1], gather_scale, xb[r0:r1])
-        for l in range(n):
-            inp = xb if l == 0 else (z if l == first_dec else Y[l - 1])
-            d_in, d_out = Ws[l].shape
-            _gemm(gemm, wide, False, False, m, d_out, d_in, inp.ctypes.data + r0 * d_in * f, d_in, Ws[l].ctypes.data,
-                  d_out, Y[l].ctypes.data + r0 * d_out * f, d_out, one, zero)
-            act = IDENTITY if l == head or l == n - 1 else kind
-            kernels.bias_act_forward(Y[l][r0:r1], bs[l], act, alpha)
-            if l == head:
+        for li in range(n):
+            inp = xb if li == 0 else (z if li == first_dec else Y[li - 1])
+            d_in, d_out = Ws[li].shape
+            _gemm(gemm, wide, False, False, m, d_out, d_in, inp.ctypes.data + r0 * d_in * f, d_in, Ws[li].ctypes.data,
+                  d_out, Y[li].ctypes.data + r0 * d_out * f, d_out, one, zero)
+            act = IDENTITY if li == head or li == n - 1 else kind
+            kernels.bias_act_forward(Y[li][r0:r1], bs[li], act, alpha)
+            if li == head:
                 part_kl[i] = kernels.reparam_kl_forward(Y[head][r0:r1], eps[:, r0:r1], z[r0:r1], sigma[r0:r1])
         out, dout = Y[n - 1][r0:r1], dY[n - 1][r0:r1]
         if likelihood == _BERNOULLI:
             part_lik[i] = kernels.bernoulli_nll(out, xb[r0:r1], dout, loss_scale, dbpart[i, n - 1, :p], tmp[i])
         else:
             part_lik[i] = kernels.gaussian_sq_err(out, xb[r0:r1], dout, loss_scale, dbpart[i, n - 1, :p])
-        for l in range(n - 1, 0, -1):
-            d_in, d_out = Ws[l].shape
-            below = dz if l == first_dec else dY[l - 1]
-            _gemm(gemm, wide, False, True, m, d_in, d_out, dY[l].ctypes.data + r0 * d_out * f, d_out,
-                  Ws[l].ctypes.data, d_out, below.ctypes.data + r0 * d_in * f, d_in, one, zero)
-            if l == first_dec:
+        for li in range(n - 1, 0, -1):
+            d_in, d_out = Ws[li].shape
+            below = dz if li == first_dec else dY[li - 1]
+            _gemm(gemm, wide, False, True, m, d_in, d_out, dY[li].ctypes.data + r0 * d_out * f, d_out,
+                  Ws[li].ctypes.data, d_out, below.ctypes.data + r0 * d_in * f, d_in, one, zero)
+            if li == first_dec:
                 kernels.reparam_kl_backward(dz[r0:r1], eps[:, r0:r1], Y[head][r0:r1], sigma[r0:r1],
                                             dY[head][r0:r1], dbpart[i, head, :2 * d_in], kl_scale)
             else:
-                kernels.act_backward(dY[l - 1][r0:r1], Y[l - 1][r0:r1], dY[l - 1][r0:r1],
-                                     dbpart[i, l - 1, :d_in], kind, alpha)
+                kernels.act_backward(dY[li - 1][r0:r1], Y[li - 1][r0:r1], dY[li - 1][r0:r1],
+                                     dbpart[i, li - 1, :d_in], kind, alpha)
     lik, kl = 0.0, 0.0
     for i in range(parts):
         lik += part_lik[i]
@@ -193,27 +193,27 @@ def fused_step(gemm: int, src: np.ndarray, idx: np.ndarray, gather_scale: float,
         return
     for i in prange(parts):
         sq = 0.0
-        for l in range(n - 1, -1, -1):  # the last layer first: the next forward pass starts at the first
-            inp = xb if l == 0 else (z if l == first_dec else Y[l - 1])
-            d_in, d_out = Ws[l].shape
+        for li in range(n - 1, -1, -1):  # the last layer first: the next forward pass starts at the first
+            inp = xb if li == 0 else (z if li == first_dec else Y[li - 1])
+            d_in, d_out = Ws[li].shape
             c0, c1 = i * d_in // parts, (i + 1) * d_in // parts
-            _gemm(gemm, wide, True, False, c1 - c0, d_out, b, inp.ctypes.data + c0 * f, d_in, dY[l].ctypes.data, d_out,
-                  dWs[l].ctypes.data + c0 * d_out * f, d_out, one, zero)
-            sq += kernels.adam_update(_flat_rows(Ws[l], c0, c1), _flat_rows(dWs[l], c0, c1),
-                                      mW[l][c0 * d_out:c1 * d_out], vW[l][c0 * d_out:c1 * d_out],
+            _gemm(gemm, wide, True, False, c1 - c0, d_out, b, inp.ctypes.data + c0 * f, d_in, dY[li].ctypes.data, d_out,
+                  dWs[li].ctypes.data + c0 * d_out * f, d_out, one, zero)
+            sq += kernels.adam_update(_flat_rows(Ws[li], c0, c1), _flat_rows(dWs[li], c0, c1),
+                                      mW[li][c0 * d_out:c1 * d_out], vW[li][c0 * d_out:c1 * d_out],
                                       adam[0], adam[1], adam[2], adam[3], adam[4], adam[5], adam[6])
         part_sq[i] = sq
     sq = 0.0
     for i in range(parts):
         sq += part_sq[i]
-    for l in range(n):
-        db = dbs[l]
+    for li in range(n):
+        db = dbs[li]
         for j in range(db.shape[0]):
             acc = zero
             for i in range(parts):
-                acc += dbpart[i, l, j]
+                acc += dbpart[i, li, j]
             db[j] = acc
-        sq += kernels.adam_update(bs[l], db, mb[l], vb[l], adam[0], adam[1], adam[2], adam[3], adam[4],
+        sq += kernels.adam_update(bs[li], db, mb[li], vb[li], adam[0], adam[1], adam[2], adam[3], adam[4],
                                   adam[5], adam[6])
     sums[2], sums[3] = sq, 1.0
 
@@ -287,6 +287,7 @@ class FusedStep:
         self.ints = np.array([len(vae.hidden_dims), kind, lik, self.parts, vae.dtype.itemsize, blas.wide], np.int64)
         self.dbpart = np.zeros((self.parts, len(layers), max(self.widths)), vae.dtype)
         self.tmp = np.zeros((self.parts, vae.input_dim), vae.dtype)
+        self.parts_out = np.zeros((3, self.parts))
         self.sums = np.zeros(4)
         self._ws: dict[int, tuple] = {}
 
@@ -330,7 +331,7 @@ class FusedStep:
         adam = np.array(adam_kernel_args(opt.lr, opt.betas, opt.eps, opt.t + 1, vae.dtype), vae.dtype)
         fused_step(self.gemm, src, idx, gather_scale, nb["eps"], self.Ws, self.bs, self.dWs, self.dbs,
                    self.mW, self.vW, self.mb, self.vb, Y, dY, xb, nb["z"].reshape(b, -1), nb["sigma"], dz,
-                   self.dbpart, self.tmp, self.sums, self.ints, reals, adam)
+                   self.dbpart, self.tmp, self.parts_out, self.sums, self.ints, reals, adam)
         lik, kl, sq, applied = self.sums.tolist()
         if vae.likelihood == "bernoulli":
             nll = lik / b
