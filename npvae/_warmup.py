@@ -13,9 +13,10 @@ def warmup() -> float:
     That includes :func:`npvae.fused.fused_step` for float and uint8 data,
     when NumPy's BLAS is one it can call.
 
-    Returns the seconds it took. The first call on a machine compiles
-    (seconds); later processes load the cached machine code (well under a
-    second). Without this, each kernel compiles on first use.
+    Returns the seconds it took. The first call on a machine compiles (most
+    of a minute, the fused step's four versions being most of it); later
+    processes load the cached machine code (about a second). Without this,
+    each kernel compiles on first use.
     """
     from .optim import SGD, Adam
     from .vae import VAE

@@ -161,7 +161,7 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
 
     n_batches = -(-n // batch_size)
     sizes = [batch_size] + ([n % batch_size] if n % batch_size else [])
-    buffers = {m: np.empty((m, vae.input_dim), vae.dtype) for m in sizes}
+    buffers = {m: np.empty((m, vae.input_dim), vae.dtype) for m in sizes} if fused_step is None else {}
     scale = vae.dtype.type(pixel_scale) if pixel_scale is not None else None
     gather_scale = scale if scale is not None else vae.dtype.type(1)
 
