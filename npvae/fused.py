@@ -251,13 +251,14 @@ class FusedStep:
     vae.grads)`` do, for the rows ``src[idx]`` (times ``gather_scale``):
     it returns the loss and ``sum(g**2)``. When the loss is not finite it
     returns it with ``sum(g**2)`` 0 and changes nothing (neither the
-    parameters nor the optimizer), as :func:`npvae.train` expects.
+    parameters nor the optimizer), as :func:`npvae.train` expects. Call it
+    inside :meth:`one_blas_thread`, and from one thread at a time: its
+    workspaces are its own.
     """
 
     def __init__(self, vae: Any, optimizer: Adam, parts: int | None = None) -> None:
-        from numba.typed import List
-
         import numba
+        from numba.typed import List
 
         why = unsupported(vae, optimizer, None, threads=parts is None)
         if why is not None:
@@ -296,8 +297,8 @@ class FusedStep:
 
         ws = self._ws.get(b)
         if ws is None:
-            dt, k = self.vae.dtype, self.vae.latent_dim
             vae = self.vae
+            dt, k = vae.dtype, vae.latent_dim
             loss_scale = 1.0 / b if vae.likelihood == "bernoulli" else 1.0 / (vae.sigma_dec**2 * b)
             ws = (List([np.zeros((b, w), dt) for w in self.widths]), List([np.zeros((b, w), dt) for w in self.widths]),
                   np.zeros((b, vae.input_dim), dt), np.zeros((b, k), dt),
