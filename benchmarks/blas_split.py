@@ -17,8 +17,9 @@ epochs in one process, medians over ``--epochs``:
 * ``split``: the whole epoch loop compiled by Numba. Each step is two
   parallel loops over the cores (``prange``), each core calling
   ``cblas_sgemm`` of the very OpenBLAS NumPy loaded, on one thread, through
-  its address. The first loop gives each core its share of the batch's rows
-  for the seven products that work row by row (the forward pass and the
+  its address, as npvae's fused step does (``npvae._blas``,
+  ``npvae.fused``). The first loop gives each core its share of the batch's
+  rows for the seven products that work row by row (the forward pass and the
   gradients carried down); the second gives each core its share of the rows
   of the four weight gradients, over the whole batch, so nothing is summed.
   Loop fusion is turned off: fused, the two loops would run as one, and a
@@ -31,8 +32,8 @@ outputs must agree to 1e-5 of its largest entry.
 Printed: the median seconds of each, and ``split/floor`` and ``floor, 1
 thread/floor``. This is a measurement, not part of npvae: it covers the
 products alone, in float32, for one architecture, and needs the BLAS NumPy
-loaded to be OpenBLAS with a CBLAS ``sgemm`` it can find (otherwise it says
-so and exits 0).
+loaded to be an OpenBLAS that ``npvae._blas`` finds (otherwise it says so
+and exits 0).
 
     python benchmarks/blas_split.py                   # 30,000 examples, 7 timed epochs each
 """
@@ -40,7 +41,6 @@ so and exits 0).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
 import sys
 import time
@@ -48,97 +48,72 @@ from pathlib import Path
 
 import numba
 import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 from bench_epoch import INPUT, LATENT, Floor  # noqa: E402
 
-# (symbol, integer type of its sizes): NumPy's own wheels (ILP64, renamed), then a plain LP64 OpenBLAS.
-SGEMMS = (("scipy_cblas_sgemm64_", ctypes.c_int64), ("cblas_sgemm64_", ctypes.c_int64),
-          ("cblas_sgemm", ctypes.c_int32))
-ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+from npvae import _blas  # noqa: E402
+from npvae.fused import _gemm as mm  # noqa: E402  (row-major C = op(A) @ op(B) through gemm's address)
+
 HIDDEN, BATCH = 400, 128
 #: The outputs of one step, in the order of ``Floor.epoch``'s products.
 OUTPUTS = ("h1", "ml", "h3", "out", "dW4", "dh3", "dW3", "dz", "dW2", "dh1", "dW1")
 
 
-def find_sgemm() -> ctypes._CFuncPtr | None:
-    """``cblas_sgemm`` of the OpenBLAS NumPy loaded, typed for ctypes (and so for Numba), or None."""
-    for info in threadpool_info():
-        if info.get("internal_api") != "openblas":
-            continue
-        lib = ctypes.CDLL(info["filepath"])
-        for name, size in SGEMMS:
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                enum, f32, ptr = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
-                fn.argtypes = [enum, enum, enum, size, size, size, f32, ptr, size, ptr, size, f32, ptr, size]
-                fn.restype = None
-                return fn
-    return None
+@numba.njit(parallel={"prange": True, "fusion": False}, nogil=True)
+def split_epoch(x, n_steps, W1, W2, W3, W4, dW1, dW2, dW3, dW4,  # type: ignore[no-untyped-def]
+                h1, ml, z, h3, out, d, dh3, dz, dml, dh1, gemm, wide, parts, run_parts):
+    """The epoch loop: see the module docstring. ``gemm``, ``wide``: :class:`npvae._blas.Blas`'s for float32.
 
-
-def make_split_epoch(sgemm: ctypes._CFuncPtr):  # type: ignore[no-untyped-def]
-    """Compile the epoch loop around ``sgemm``: see the module docstring."""
+    ``run_parts < parts`` leaves parts undone: only for the test that the check notices.
+    """
+    b, p, h, k2 = h1.shape[0], W1.shape[0], W1.shape[1], W2.shape[1]
+    k = k2 // 2
+    f = 4  # bytes per float32
     one, zero = np.float32(1.0), np.float32(0.0)
-
-    @numba.njit(nogil=True)
-    def mm(ta: bool, tb: bool, m: int, n: int, k: int, a: int, lda: int, b: int, ldb: int, c: int,
-           ldc: int) -> None:
-        """Row-major ``C[m, n] = op(A) @ op(B)``, every matrix given by its address and row stride."""
-        sgemm(ROW_MAJOR, TRANS if ta else NO_TRANS, TRANS if tb else NO_TRANS, m, n, k, one, a, lda, b, ldb,
-              zero, c, ldc)
-
-    @numba.njit(parallel={"prange": True, "fusion": False}, nogil=True)
-    def split_epoch(x, n_steps, W1, W2, W3, W4, dW1, dW2, dW3, dW4,  # type: ignore[no-untyped-def]
-                    h1, ml, z, h3, out, d, dh3, dz, dml, dh1, parts, run_parts):
-        # ``run_parts < parts`` leaves parts undone: only for the test that the check notices.
-        b, p, h, k2 = h1.shape[0], W1.shape[0], W1.shape[1], W2.shape[1]
-        k = k2 // 2
-        f = 4  # bytes per float32
-        for s in range(n_steps):
-            xa = x.ctypes.data + s * b * p * f
-            for i in numba.prange(run_parts):
-                r0, r1 = i * b // parts, (i + 1) * b // parts
-                m = r1 - r0
-                mm(False, False, m, h, p, xa + r0 * p * f, p, W1.ctypes.data, h, h1.ctypes.data + r0 * h * f, h)
-                mm(False, False, m, k2, h, h1.ctypes.data + r0 * h * f, h, W2.ctypes.data, k2,
-                   ml.ctypes.data + r0 * k2 * f, k2)
-                mm(False, False, m, h, k, z.ctypes.data + r0 * k * f, k, W3.ctypes.data, h,
-                   h3.ctypes.data + r0 * h * f, h)
-                mm(False, False, m, p, h, h3.ctypes.data + r0 * h * f, h, W4.ctypes.data, p,
-                   out.ctypes.data + r0 * p * f, p)
-                mm(False, True, m, h, p, d.ctypes.data + r0 * p * f, p, W4.ctypes.data, p,
-                   dh3.ctypes.data + r0 * h * f, h)
-                mm(False, True, m, k, h, dh3.ctypes.data + r0 * h * f, h, W3.ctypes.data, h,
-                   dz.ctypes.data + r0 * k * f, k)
-                mm(False, True, m, h, k2, dml.ctypes.data + r0 * k2 * f, k2, W2.ctypes.data, k2,
-                   dh1.ctypes.data + r0 * h * f, h)
-            for i in numba.prange(run_parts):
-                # rows [c0, c1) of dW = A.T @ D are columns [c0, c1) of A, over the whole batch
-                c0, c1 = i * h // parts, (i + 1) * h // parts
-                mm(True, False, c1 - c0, p, b, h3.ctypes.data + c0 * f, h, d.ctypes.data, p,
-                   dW4.ctypes.data + c0 * p * f, p)
-                mm(True, False, c1 - c0, k2, b, h1.ctypes.data + c0 * f, h, dml.ctypes.data, k2,
-                   dW2.ctypes.data + c0 * k2 * f, k2)
-                c0, c1 = i * k // parts, (i + 1) * k // parts
-                mm(True, False, c1 - c0, h, b, z.ctypes.data + c0 * f, k, dh3.ctypes.data, h,
-                   dW3.ctypes.data + c0 * h * f, h)
-                c0, c1 = i * p // parts, (i + 1) * p // parts
-                mm(True, False, c1 - c0, h, b, xa + c0 * f, p, dh1.ctypes.data, h,
-                   dW1.ctypes.data + c0 * h * f, h)
-
-    return split_epoch
+    for s in range(n_steps):
+        xa = x.ctypes.data + s * b * p * f
+        for i in numba.prange(run_parts):
+            r0, r1 = i * b // parts, (i + 1) * b // parts
+            m = r1 - r0
+            mm(gemm, wide, False, False, m, h, p, xa + r0 * p * f, p, W1.ctypes.data, h,
+               h1.ctypes.data + r0 * h * f, h, one, zero)
+            mm(gemm, wide, False, False, m, k2, h, h1.ctypes.data + r0 * h * f, h, W2.ctypes.data, k2,
+               ml.ctypes.data + r0 * k2 * f, k2, one, zero)
+            mm(gemm, wide, False, False, m, h, k, z.ctypes.data + r0 * k * f, k, W3.ctypes.data, h,
+               h3.ctypes.data + r0 * h * f, h, one, zero)
+            mm(gemm, wide, False, False, m, p, h, h3.ctypes.data + r0 * h * f, h, W4.ctypes.data, p,
+               out.ctypes.data + r0 * p * f, p, one, zero)
+            mm(gemm, wide, False, True, m, h, p, d.ctypes.data + r0 * p * f, p, W4.ctypes.data, p,
+               dh3.ctypes.data + r0 * h * f, h, one, zero)
+            mm(gemm, wide, False, True, m, k, h, dh3.ctypes.data + r0 * h * f, h, W3.ctypes.data, h,
+               dz.ctypes.data + r0 * k * f, k, one, zero)
+            mm(gemm, wide, False, True, m, h, k2, dml.ctypes.data + r0 * k2 * f, k2, W2.ctypes.data, k2,
+               dh1.ctypes.data + r0 * h * f, h, one, zero)
+        for i in numba.prange(run_parts):
+            # rows [c0, c1) of dW = A.T @ D are columns [c0, c1) of A, over the whole batch
+            c0, c1 = i * h // parts, (i + 1) * h // parts
+            mm(gemm, wide, True, False, c1 - c0, p, b, h3.ctypes.data + c0 * f, h, d.ctypes.data, p,
+               dW4.ctypes.data + c0 * p * f, p, one, zero)
+            mm(gemm, wide, True, False, c1 - c0, k2, b, h1.ctypes.data + c0 * f, h, dml.ctypes.data, k2,
+               dW2.ctypes.data + c0 * k2 * f, k2, one, zero)
+            c0, c1 = i * k // parts, (i + 1) * k // parts
+            mm(gemm, wide, True, False, c1 - c0, h, b, z.ctypes.data + c0 * f, k, dh3.ctypes.data, h,
+               dW3.ctypes.data + c0 * h * f, h, one, zero)
+            c0, c1 = i * p // parts, (i + 1) * p // parts
+            mm(gemm, wide, True, False, c1 - c0, h, b, xa + c0 * f, p, dh1.ctypes.data, h,
+               dW1.ctypes.data + c0 * h * f, h, one, zero)
 
 
 class Split:
-    """``Floor``'s arrays, products and batches, run by :func:`make_split_epoch`'s loop."""
+    """``Floor``'s arrays, products and batches, run by :func:`split_epoch`."""
 
-    def __init__(self, floor: Floor, sgemm: ctypes._CFuncPtr) -> None:
+    def __init__(self, floor: Floor, blas: _blas.Blas) -> None:
         if floor.x.dtype != np.float32 or not floor.x.flags.c_contiguous:
             raise ValueError("the split runs float32, C-contiguous data only")
-        self.floor, self.run = floor, make_split_epoch(sgemm)
+        self.floor, self.blas = floor, blas
         self.w = floor.ws[floor.batch]
 
     def arrays(self) -> tuple[np.ndarray, ...]:
@@ -151,7 +126,8 @@ class Split:
         steps = self.floor.x.shape[0] // self.floor.batch if n_steps is None else n_steps
         with threadpool_limits(limits=1, user_api="blas"):
             t0 = time.perf_counter()
-            self.run(self.floor.x, steps, *self.arrays(), parts, parts if run_parts is None else run_parts)
+            split_epoch(self.floor.x, steps, *self.arrays(), self.blas.gemm[np.dtype(np.float32)], self.blas.wide,
+                        parts, parts if run_parts is None else run_parts)
             return time.perf_counter() - t0
 
     def check(self, parts: int, run_parts: int | None = None) -> float:
@@ -180,9 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=_common.DEFAULT_DATA)
     args = ap.parse_args(argv)
 
-    sgemm = find_sgemm()
-    if sgemm is None:
-        print("nothing to measure: NumPy's BLAS here is not an OpenBLAS with a CBLAS sgemm this script knows")
+    blas = _blas.numpy_blas()
+    if blas is None:
+        print("nothing to measure: NumPy's BLAS here is not an OpenBLAS whose cblas gemm npvae can find")
         return 0
     x, source = _common.load_bench_data(args.data, args.examples)
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -190,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if x.shape[0] % BATCH:  # the split runs full batches only; so does the floor here, for the same work
         floor = Floor(np.ascontiguousarray(x[:x.shape[0] - x.shape[0] % BATCH]), BATCH, HIDDEN,
                       np.dtype(np.float32))
-    split = Split(floor, sgemm)
+    split = Split(floor, blas)
     parts = numba.get_num_threads()
     err = split.check(parts)
     print(f"one split step against NumPy's products: largest relative difference {err:.1e}")

@@ -291,7 +291,7 @@ def test_blas_split_runs_and_checks_its_products() -> None:
     proc = _run([str(BENCH / "blas_split.py"), "--examples", "1024", "--epochs", "1"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     if "nothing to measure" in proc.stdout:
-        pytest.skip("NumPy's BLAS here is not an OpenBLAS with a CBLAS sgemm")
+        pytest.skip("NumPy's BLAS here is not an OpenBLAS whose cblas gemm npvae can find")
     check = next(line for line in proc.stdout.splitlines() if line.startswith("one split step"))
     assert float(check.split()[-1]) <= 1e-5, check
     ratios = proc.stdout.strip().splitlines()[-1].split()
@@ -303,11 +303,11 @@ def test_blas_split_computes_the_floor_products_and_its_check_notices_a_lost_par
     """Any number of parts (3 divides none of the sizes evenly) gives NumPy's products; a part left undone fails."""
     import blas_split
 
-    sgemm = blas_split.find_sgemm()
-    if sgemm is None:
-        pytest.skip("NumPy's BLAS here is not an OpenBLAS with a CBLAS sgemm")
+    blas = blas_split._blas.numpy_blas()
+    if blas is None:
+        pytest.skip("NumPy's BLAS here is not an OpenBLAS whose cblas gemm npvae can find")
     x = np.random.default_rng(0).random((2 * blas_split.BATCH, blas_split.INPUT), dtype=np.float32)
-    split = blas_split.Split(blas_split.Floor(x, blas_split.BATCH, 40, np.dtype(np.float32)), sgemm)
+    split = blas_split.Split(blas_split.Floor(x, blas_split.BATCH, 40, np.dtype(np.float32)), blas)
     assert split.check(parts) <= 1e-5
     if parts > 1:
         assert split.check(parts, run_parts=parts - 1) == np.inf  # the lost part's rows stay NaN
