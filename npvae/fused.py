@@ -40,7 +40,6 @@ why not otherwise.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -299,10 +298,9 @@ class FusedStep:
         if ws is None:
             vae = self.vae
             dt, k = vae.dtype, vae.latent_dim
-            loss_scale = 1.0 / b if vae.likelihood == "bernoulli" else 1.0 / (vae.sigma_dec**2 * b)
             ws = (List([np.zeros((b, w), dt) for w in self.widths]), List([np.zeros((b, w), dt) for w in self.widths]),
                   np.zeros((b, vae.input_dim), dt), np.zeros((b, k), dt),
-                  np.array([vae.alpha, loss_scale, vae.beta / b], dt))
+                  np.array([vae.alpha, vae._likelihood_scale(b), vae.beta / b], dt))
             self._ws[b] = ws
         return ws
 
@@ -334,11 +332,6 @@ class FusedStep:
                    self.mW, self.vW, self.mb, self.vb, Y, dY, xb, nb["z"].reshape(b, -1), nb["sigma"], dz,
                    self.dbpart, self.tmp, self.parts_out, self.sums, self.ints, reals, adam)
         lik, kl, sq, applied = self.sums.tolist()
-        if vae.likelihood == "bernoulli":
-            nll = lik / b
-        else:
-            s = vae.sigma_dec
-            nll = (lik / (2 * s * s) + b * vae.input_dim * (math.log(s) + 0.5 * math.log(2 * math.pi))) / b
         if applied:
             opt.t += 1
-        return nll + vae.beta * kl / b, sq
+        return vae._nll_sum(lik, b * vae.input_dim) / b + vae.beta * kl / b, sq

@@ -176,13 +176,11 @@ class VAE:
         kl_sum = kernels.reparam_kl_forward(ml, eps, z, nb["sigma"])
         out = self._decode_raw(z)
         dout = self.out.pre_activation_grad_buffer(out.shape[0])
+        scale = self.dtype.type(self._likelihood_scale(b * l_))
         if self.likelihood == "bernoulli":
-            nll_sum = kernels.bernoulli_nll(out, x, dout, self.dtype.type(1.0 / (b * l_)), self.out.grads["b"],
-                                            self._row_tmp)
+            nll_sum = kernels.bernoulli_nll(out, x, dout, scale, self.out.grads["b"], self._row_tmp)
         else:
-            s2 = self.sigma_dec**2
-            sq = kernels.gaussian_sq_err(out, x, dout, self.dtype.type(1.0 / (s2 * b * l_)), self.out.grads["b"])
-            nll_sum = sq / (2 * s2) + out.size * (math.log(self.sigma_dec) + 0.5 * math.log(2 * math.pi))
+            nll_sum = self._nll_sum(kernels.gaussian_sq_err(out, x, dout, scale, self.out.grads["b"]), out.size)
         if backward:
             d = self.out.backward_affine(dout)
             for layer in reversed(self.decoder):
@@ -194,6 +192,23 @@ class VAE:
             for i in range(len(self.encoder) - 1, -1, -1):
                 d = self.encoder[i].backward(d, need_dx=i > 0)
         return nll_sum / (b * l_), kl_sum / b
+
+    def _likelihood_scale(self, rows: int) -> float:
+        """The ``scale`` the likelihood kernel takes for ``rows`` output rows: the gradient of the mean over rows."""
+        if self.likelihood == "bernoulli":
+            return 1.0 / rows
+        return 1.0 / (self.sigma_dec**2 * rows)
+
+    def _nll_sum(self, kernel_sum: float, size: int) -> float:
+        """The summed negative log-likelihood of ``size`` outputs from what the likelihood kernel returned.
+
+        The Bernoulli kernel returns it as is; the Gaussian one returns the
+        squared error, to which Eq. (G1)'s scaling and constant are applied.
+        """
+        if self.likelihood == "bernoulli":
+            return kernel_sum
+        s2 = self.sigma_dec**2
+        return kernel_sum / (2 * s2) + size * (math.log(self.sigma_dec) + 0.5 * math.log(2 * math.pi))
 
     def _step(self, x: np.ndarray, eps: np.ndarray | None = None, rng: np.random.Generator | None = None) -> float:
         """Loss and gradients into ``self.grads`` for a checked batch, without copies (training's path)."""
