@@ -289,6 +289,7 @@ class FusedStep:
         self.tmp = np.zeros((self.parts, vae.input_dim), vae.dtype)
         self.parts_out = np.zeros((3, self.parts))
         self.sums = np.zeros(4)
+        self.adam = np.zeros(7, vae.dtype)  # this step's adam_kernel_args
         self._ws: dict[int, tuple] = {}
 
     def _workspaces(self, b: int) -> tuple:
@@ -327,7 +328,8 @@ class FusedStep:
         Y, dY, xb, dz, reals = self._workspaces(b)
         nb = vae._noise.get(b)
         rng.standard_normal(out=nb["eps"], dtype=vae.dtype)  # as VAE._loss_terms draws it
-        adam = np.array(adam_kernel_args(opt.lr, opt.betas, opt.eps, opt.t + 1, vae.dtype), vae.dtype)
+        adam = self.adam
+        adam[:] = adam_kernel_args(opt.lr, opt.betas, opt.eps, opt.t + 1, vae.dtype)
         fused_step(self.gemm, src, idx, gather_scale, nb["eps"], self.Ws, self.bs, self.dWs, self.dbs,
                    self.mW, self.vW, self.mb, self.vb, Y, dY, xb, nb["z"].reshape(b, -1), nb["sigma"], dz,
                    self.dbpart, self.tmp, self.parts_out, self.sums, self.ints, reals, adam)

@@ -19,9 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import npvae
-from npvae import _blas, kernels
-
-fused = pytest.importorskip("npvae.fused")
+from npvae import _blas, fused, kernels
 
 pytestmark = pytest.mark.skipif(
     _blas.numpy_blas() is None or __import__("numba").config.DISABLE_JIT,
