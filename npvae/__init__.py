@@ -18,10 +18,10 @@ _LAZY = {
     "Activation": ("layers", "Activation"),
     "Adam": ("optim", "Adam"),
     "SGD": ("optim", "SGD"),
-    "train": ("train", "train"),
-    "resume": ("train", "resume"),
-    "TrainingDivergedError": ("train", "TrainingDivergedError"),
-    "TrainingInterrupted": ("train", "TrainingInterrupted"),
+    "train": ("training", "train"),
+    "resume": ("training", "resume"),
+    "TrainingDivergedError": ("training", "TrainingDivergedError"),
+    "TrainingInterrupted": ("training", "TrainingInterrupted"),
     "gradcheck": ("fdcheck", "gradcheck"),
     "check_vjp": ("fdcheck", "check_vjp"),
     "numerical_gradient": ("fdcheck", "numerical_gradient"),
@@ -38,7 +38,7 @@ _LAZY = {
     "ProgressBar": ("progress", "ProgressBar"),
 }
 _SUBMODULES = {"datasets", "idx", "download", "progress", "plots", "fdcheck", "kernels", "reference", "layers", "optim",
-               "vae", "checkpoint", "errors", "fused"}
+               "vae", "checkpoint", "errors", "fused", "training"}
 
 __all__ = sorted(_LAZY) + sorted(_SUBMODULES)
 

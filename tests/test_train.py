@@ -100,7 +100,7 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(digi
 def test_clip_norm_bounds_the_update(digits):
     vae = small()
     vae.loss_and_grads(digits[:64])
-    from npvae.train import _clip
+    from npvae.training.loop import _clip
 
     norm = _clip(vae.grads, 1.0)
     assert norm > 1.0

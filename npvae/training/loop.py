@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels
-from ._validate import check_data, check_float, check_int
-from ._atomic import remove_stale_temporaries
-from .checkpoint import load_checkpoint, save_checkpoint
-from .optim import Adam
-from .vae import VAE
+from .. import kernels
+from .._validate import check_data, check_float, check_int
+from .._atomic import remove_stale_temporaries
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..optim import Adam
+from ..vae import VAE
 
 
 class TrainingDivergedError(RuntimeError):
@@ -139,7 +139,7 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
         raise TypeError(f"fused must be None, True or False, got {fused!r}")
     fused_step = None
     if fused is not False:
-        from . import fused as _fused
+        from .. import fused as _fused
 
         why = _fused.unsupported(vae, optimizer, clip_norm)
         if why is None:
