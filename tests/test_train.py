@@ -28,7 +28,10 @@ def test_training_on_real_digits_lowers_the_loss(digits):
     before = vae.evaluate(val)
     history = npvae.train(vae, train, epochs=4, batch_size=64, optimizer=npvae.Adam(2e-3), x_val=val)
     assert [r["epoch"] for r in history] == [1, 2, 3, 4]
-    assert set(history[0]) == {"epoch", "seconds", "train_loss", "val_loss"}
+    assert set(history[0]) == {"epoch", "seconds", "beta", "train_loss", "val_loss", "val_reconstruction", "val_kl",
+                               "val_nelbo"}
+    for r in history:
+        assert r["val_nelbo"] == r["val_reconstruction"] + r["val_kl"] and r["beta"] == 1.0
     val_losses = [r["val_loss"] for r in history]
     assert val_losses[-1] < 0.5 * before  # ~540 nats at init; ~200 after four short epochs
     assert val_losses[-1] < val_losses[0]
@@ -84,17 +87,87 @@ def test_interrupt_saves_and_resume_matches_an_uninterrupted_run(digits, tmp_pat
 
 def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(digits, tmp_path):
     ckpt = tmp_path / "run.npz"
-    vae = small()
-    npvae.train(vae, digits[:256], epochs=1, batch_size=64, checkpoint_path=ckpt)
-    good = npvae.VAE.load(ckpt)
+    vae, opt, good = small(), npvae.SGD(lr=1e-3), {}
+
+    def blow_up_after_epoch_1(record):
+        good.update(npvae.VAE.load(ckpt).params)
+        opt.lr = 1e6
+
     with pytest.raises(npvae.TrainingDivergedError) as info:
-        npvae.train(vae, digits[:256], epochs=3, batch_size=64, optimizer=npvae.SGD(lr=1e6), checkpoint_path=ckpt)
+        npvae.train(vae, digits[:256], epochs=3, batch_size=64, optimizer=opt, checkpoint_path=ckpt,
+                    on_epoch=blow_up_after_epoch_1)
     msg = str(info.value)
-    assert "epoch 1, batch" in msg and "smaller learning rate" in msg and str(ckpt) in msg
-    kept = npvae.VAE.load(ckpt)  # loads: every parameter finite
+    assert "epoch 2, batch" in msg and "smaller learning rate (now 1000000.0)" in msg
+    assert msg.endswith(f"The last good checkpoint is {ckpt}.")
+    kept = npvae.VAE.load(ckpt)  # the checkpoint of epoch 1, every parameter finite
     for k in kept.params:
-        assert np.all(np.isfinite(kept.params[k]))
-    assert kept.evaluate(digits[:100]) == pytest.approx(good.evaluate(digits[:100]))
+        np.testing.assert_array_equal(kept.params[k], good[k])
+
+
+def test_divergence_message_does_not_name_another_runs_checkpoint(digits, tmp_path):
+    ckpt = tmp_path / "checkpoint.npz"
+    npvae.train(small(), digits[:256], epochs=1, batch_size=64, checkpoint_path=ckpt)  # an earlier run
+    with pytest.raises(npvae.TrainingDivergedError) as info:
+        npvae.train(small(), digits[:256], epochs=3, batch_size=64, optimizer=npvae.SGD(lr=1e6),
+                    checkpoint_path=ckpt)
+    assert "epoch 1, batch" in str(info.value) and "checkpoint" not in str(info.value)
+
+
+@pytest.mark.parametrize("optimizer", [npvae.Adam(lr=10.0), npvae.SGD(lr=10.0)], ids=["adam", "sgd"])
+def test_a_finite_blow_up_stops_the_run(digits, optimizer):
+    """lr 10 ran to 1e14 nats and ended as a success; now it is a divergence."""
+    with pytest.raises(npvae.TrainingDivergedError, match=r"the loss exploded to \S+ \(the run's first batch: "):
+        npvae.train(small(), digits[:640], epochs=20, batch_size=64, optimizer=optimizer, fused=False)
+
+
+def test_a_bad_checkpoint_path_is_refused_before_training(digits, tmp_path):
+    calls = []
+    with pytest.raises(FileNotFoundError, match=r"checkpoint_path .*missing/run.npz: the folder .*missing does not exist"):
+        npvae.train(small(), digits[:64], epochs=1, batch_size=32, checkpoint_path=tmp_path / "missing" / "run.npz",
+                    on_batch=lambda *a: calls.append(a))
+    with pytest.raises(IsADirectoryError, match="is a folder; give a file name"):
+        npvae.train(small(), digits[:64], epochs=1, batch_size=32, checkpoint_path=tmp_path,
+                    on_batch=lambda *a: calls.append(a))
+    assert calls == []
+
+
+def test_optimizer_class_instead_of_instance_is_a_clear_error(digits):
+    with pytest.raises(TypeError, match=r"an optimizer object such as npvae.Adam\(\), not the class Adam"):
+        npvae.train(small(), digits[:64], epochs=1, batch_size=32, optimizer=npvae.Adam)
+
+
+def test_resume_refuses_fewer_epochs_than_done_and_settings_from_the_checkpoint(digits, tmp_path):
+    ckpt = tmp_path / "run.npz"
+    npvae.train(small(), digits[:64], epochs=3, batch_size=32, checkpoint_path=ckpt)
+    with pytest.raises(ValueError, match="epochs=2, but .* has already finished 3 epochs; give epochs=3 or more"):
+        npvae.resume(ckpt, digits[:64], epochs=2)
+    with pytest.raises(TypeError, match="resume\\(\\) takes batch_size from the checkpoint"):
+        npvae.resume(ckpt, digits[:64], batch_size=16)
+    _, history = npvae.resume(ckpt, digits[:64], epochs=3)
+    assert len(history) == 3
+
+
+def test_resume_carries_checkpoint_every_and_metadata(digits, tmp_path):
+    ckpt = tmp_path / "run.npz"
+    saves = []
+
+    def stop_in_epoch_2(epoch, batch, n_batches, loss):
+        if (epoch, batch) == (2, 1):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(npvae.TrainingInterrupted):
+        npvae.train(small(), digits[:128], epochs=3, batch_size=32, checkpoint_path=ckpt, checkpoint_every=1,
+                    metadata={"dataset": "mnist", "split_seed": 7}, on_batch=stop_in_epoch_2)
+
+    def record_saves(epoch, batch, n_batches, loss):
+        saves.append(npvae.load_checkpoint(ckpt)[2]["batch"])
+
+    _, _, prog = npvae.load_checkpoint(ckpt)
+    assert prog["checkpoint_every"] == 1 and prog["metadata"] == {"dataset": "mnist", "split_seed": 7}
+    npvae.resume(ckpt, digits[:128], on_batch=record_saves)
+    # the resumed run saves after every batch, as the interrupted one did (seen at the next batch's callback)
+    assert saves[:3] == [1, 2, 3]
+    assert npvae.load_checkpoint(ckpt)[2]["metadata"] == {"dataset": "mnist", "split_seed": 7}
 
 
 def test_clip_norm_bounds_the_update(digits):

@@ -7,6 +7,8 @@ its name on the parent package).
 
 from __future__ import annotations
 
-from .loop import TrainingDivergedError, TrainingInterrupted, resume, train
+from .interrupt import TrainingInterrupted
+from .loop import resume, train
+from .stopping import TrainingDivergedError
 
 __all__ = ["TrainingDivergedError", "TrainingInterrupted", "resume", "train"]

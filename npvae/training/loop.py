@@ -1,5 +1,11 @@
 """The training loop: shuffled minibatches, an optimizer, a per-epoch history.
 
+:func:`train` is the loop; each concern is a named piece it calls:
+:class:`~.batches.Batches` (each epoch's order and the gathered rows),
+:class:`~.checkpoints.Checkpointer` (the run's checkpoint file),
+:class:`~.stopping.DivergenceGuard` (when the numbers say stop) and
+:class:`~.interrupt.DeferredInterrupt` (Ctrl-C between batches).
+
 Nothing is allocated per minibatch: the batch is gathered into a buffer
 sized once (and once more for the last, shorter batch), and the model and
 optimizer work in their own preallocated arrays.
@@ -15,33 +21,23 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import kernels
 from .._validate import check_data, check_float, check_int
-from .._atomic import remove_stale_temporaries
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint
 from ..optim import Adam
 from ..vae import VAE
+from .batches import Batches
+from .checkpoints import Checkpointer
+from .interrupt import DeferredInterrupt, TrainingInterrupted
+from .stopping import DivergenceGuard, TrainingDivergedError
 
-
-class TrainingDivergedError(RuntimeError):
-    """The loss or a gradient became NaN or infinite; the message says where and what to try."""
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during :func:`train`; ``checkpoint`` is the file saved at the last finished batch."""
-
-    def __init__(self, checkpoint: Path | None, epoch: int, batch: int) -> None:
-        super().__init__(f"interrupted in epoch {epoch} after batch {batch}")
-        self.checkpoint, self.epoch, self.batch = checkpoint, epoch, batch
-
+__all__ = ["TrainingDivergedError", "TrainingInterrupted", "resume", "train"]
 
 BatchCallback = Callable[[int, int, int, float], None]
 EpochCallback = Callable[[dict], None]
@@ -56,11 +52,37 @@ def _clip(grads: dict[str, np.ndarray], clip_norm: float) -> float:
     return norm
 
 
+def _check_optimizer(optimizer: object) -> Any:
+    if optimizer is None:
+        return Adam()
+    if isinstance(optimizer, type):
+        raise TypeError(f"optimizer must be an optimizer object such as npvae.{optimizer.__name__}(), "
+                        f"not the class {optimizer.__name__} itself")
+    if not all(callable(getattr(optimizer, m, None)) for m in ("step", "config", "state_arrays")):
+        raise TypeError(f"optimizer must be npvae.Adam or npvae.SGD, got {type(optimizer).__name__}")
+    return optimizer
+
+
+def _check_metadata(metadata: object) -> dict | None:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict of JSON values, got {type(metadata).__name__}")
+    import json
+
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"metadata must hold only JSON values (str, int, float, bool, None, list, dict): {exc}") from None
+    return metadata
+
+
 def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128, optimizer: Any = None,
           x_val: np.ndarray | None = None, seed: int = 0, *, on_batch: BatchCallback | None = None,
           on_epoch: EpochCallback | None = None, clip_norm: float | None = None,
           checkpoint_path: str | os.PathLike[str] | None = None, checkpoint_every: int = 0,
-          pixel_scale: float | None = None, fused: bool | None = None, _resume: dict | None = None) -> list[dict]:
+          pixel_scale: float | None = None, fused: bool | None = None, metadata: dict | None = None,
+          _resume: dict | None = None) -> list[dict]:
     """Train ``vae`` on ``x_train`` with minibatch gradient descent.
 
     Parameters
@@ -74,7 +96,8 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
         Passes over the data and examples per step. The last batch of an
         epoch holds the remainder.
     optimizer
-        :class:`npvae.Adam` (default, lr 1e-3) or :class:`npvae.SGD`.
+        An optimizer object: :class:`npvae.Adam` (default, ``Adam()``: lr 1e-3)
+        or :class:`npvae.SGD`.
     x_val
         Optional held-out data, evaluated after every epoch.
     seed
@@ -82,13 +105,15 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
     on_batch
         Called after each step as ``on_batch(epoch, batch, n_batches, loss)``.
     on_epoch
-        Called with each epoch's history record.
+        Called with each epoch's history record. It may change ``vae.beta``
+        (a KL schedule): the next epoch trains with the new value.
     clip_norm
         If given, gradients are rescaled so their global L2 norm is at most this.
     checkpoint_path
         If given, a training checkpoint is written there (atomically) after
         every epoch, every ``checkpoint_every`` batches if that is positive,
         and at the last finished batch on Ctrl-C; resume with :func:`resume`.
+        Its folder must exist; this is checked before training starts.
     pixel_scale
         For ``uint8`` data (raw pixels, as ``load_mnist(..., dtype=np.uint8)``
         returns them): each minibatch is multiplied by this, usually 1/255, as
@@ -102,19 +127,28 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
         sample of z, NumPy on OpenBLAS, two threads for Numba and the BLAS);
         ``True``: always, or a ``ValueError`` saying why it cannot;
         ``False``: never.
+    metadata
+        A dict of JSON values stored in every checkpoint (``progress["metadata"]``
+        of :func:`npvae.load_checkpoint`) and carried over by :func:`resume`:
+        for what a program needs to continue the run as it began (the data
+        set, its split seed, the output folder).
 
     Returns
     -------
     list of dict
         One record per epoch: ``epoch`` (1-based), ``seconds`` (training time
-        of the epoch), ``train_loss`` (mean negative ELBO over the epoch's
-        batches, nats per example), ``val_loss`` (or ``None``).
+        of the epoch), ``beta`` (the KL weight used in the epoch),
+        ``train_loss`` (mean loss over the epoch's batches, nats per example:
+        reconstruction + beta * KL, the objective minimized), ``val_loss``
+        (the same on ``x_val``), and ``val_reconstruction``, ``val_kl`` and
+        ``val_nelbo`` (the negative ELBO, reconstruction + KL, whatever beta),
+        each ``None`` without ``x_val``.
 
     Raises
     ------
     TrainingDivergedError
-        The loss or a gradient is not finite; the checkpoint on disk, if any,
-        is the last good one.
+        The loss or a gradient is not finite, or the loss exploded; the
+        checkpoint on disk, if this run wrote one, is the last good one.
     TrainingInterrupted
         On Ctrl-C, after saving the checkpoint.
     """
@@ -132,9 +166,8 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
     if clip_norm is not None:
         clip_norm = check_float("clip_norm", clip_norm)
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=0)
-    optimizer = optimizer if optimizer is not None else Adam()
-    if not hasattr(optimizer, "step"):
-        raise TypeError(f"optimizer must be npvae.Adam or npvae.SGD, got {type(optimizer).__name__}")
+    metadata = _check_metadata(metadata)
+    optimizer = _check_optimizer(optimizer)
     if fused not in (None, True, False):
         raise TypeError(f"fused must be None, True or False, got {fused!r}")
     fused_step = None
@@ -146,34 +179,40 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
             fused_step = _fused.FusedStep(vae, optimizer)
         elif fused:
             raise ValueError(f"fused=True, but the fused step cannot train here: {why}")
-    ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
-    if ckpt is not None:
-        remove_stale_temporaries(ckpt)  # left by a run that was killed while saving
+    checkpoints = (Checkpointer(checkpoint_path, checkpoint_every, resumed=_resume is not None)
+                   if checkpoint_path is not None else None)
 
     noise_rng = np.random.default_rng(seed)
     history: list[dict] = []
     start_epoch, start_batch, run_loss, run_count = 1, 0, 0.0, 0
+    guard = DivergenceGuard()
     if _resume is not None:
         noise_rng.bit_generator.state = _resume["noise_rng"]
         history = list(_resume["history"])
         start_epoch, start_batch = _resume["epoch"], _resume["batch"]
         run_loss, run_count, seed = _resume["run_loss"], _resume["run_count"], _resume["seed"]
+        guard.first_loss = _resume.get("first_loss")
 
-    n_batches = -(-n // batch_size)
-    sizes = [batch_size] + ([n % batch_size] if n % batch_size else [])
-    buffers = {m: np.empty((m, vae.input_dim), vae.dtype) for m in sizes} if fused_step is None else {}
     scale = vae.dtype.type(pixel_scale) if pixel_scale is not None else None
-    gather_scale = scale if scale is not None else vae.dtype.type(1)
+    batches = Batches(x_train, batch_size, seed, vae.dtype, scale if scale is not None else vae.dtype.type(1),
+                      gather=fused_step is None)
+    n_batches = batches.n_batches
 
     def progress(epoch: int, batch: int) -> dict:
         return {"epoch": epoch, "batch": batch, "epochs": epochs, "batch_size": batch_size, "seed": seed,
                 "run_loss": run_loss, "run_count": run_count, "history": history,
-                "noise_rng": noise_rng.bit_generator.state, "clip_norm": clip_norm}
+                "noise_rng": noise_rng.bit_generator.state, "clip_norm": clip_norm,
+                "checkpoint_every": checkpoint_every, "pixel_scale": pixel_scale, "first_loss": guard.first_loss,
+                "metadata": metadata}
+
+    def last_good() -> Any:
+        return checkpoints.last_good if checkpoints is not None else None
 
     # non-finite values are detected below and reported as TrainingDivergedError
-    with _DeferredInterrupt() as interrupt, np.errstate(over="ignore", invalid="ignore"):
+    with DeferredInterrupt() as interrupt, np.errstate(over="ignore", invalid="ignore"):
         for epoch in range(start_epoch, epochs + 1):
-            perm = np.random.default_rng([seed, epoch]).permutation(n)
+            order = batches.order(epoch)
+            beta = vae.beta
             t0 = time.perf_counter()
             first = start_batch if epoch == start_epoch else 0
             if first == 0:
@@ -181,44 +220,47 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
             one_thread = fused_step.one_blas_thread() if fused_step is not None else contextlib.nullcontext()
             with one_thread:  # the fused step's products run one per core (callbacks included)
                 for batch in range(first, n_batches):
-                    idx = perm[batch * batch_size:(batch + 1) * batch_size]
+                    idx = batches.indices(order, batch)
+                    where = (epoch, batch, n_batches)
                     if fused_step is not None:  # the update is skipped when the loss is not finite
-                        loss, sq = fused_step(x_train, idx, gather_scale, noise_rng)
-                        if not math.isfinite(loss):
-                            _diverged("loss", loss, epoch, batch, n_batches, optimizer, ckpt)
+                        loss, sq = fused_step(x_train, idx, batches.scale, noise_rng)
+                        guard.check_loss(loss, where, optimizer, last_good())
                     else:
-                        xb = buffers[idx.shape[0]]
-                        kernels.gather_rows(x_train, idx, gather_scale, xb)
-                        loss = vae._step(xb, rng=noise_rng)
+                        loss = vae._step(batches.gather(idx), rng=noise_rng)
                         gnorm = _clip(vae.grads, clip_norm) if clip_norm is not None else 0.0
-                        if not (math.isfinite(loss) and math.isfinite(gnorm)):
-                            _diverged("loss" if not math.isfinite(loss) else "gradient", loss, epoch, batch, n_batches,
-                                      optimizer, ckpt)
+                        guard.check_loss(loss, where, optimizer, last_good())
+                        guard.check_gradient(math.isfinite(gnorm), where, optimizer, last_good())
                         sq = optimizer.step(vae.params, vae.grads)
-                    if not math.isfinite(sq):
-                        _diverged("gradient", loss, epoch, batch, n_batches, optimizer, ckpt)
+                    guard.check_gradient(math.isfinite(sq), where, optimizer, last_good())
                     run_loss += loss * idx.shape[0]
                     run_count += idx.shape[0]
                     if on_batch is not None:
                         on_batch(epoch, batch + 1, n_batches, loss)
                     if interrupt.requested:
-                        if ckpt is not None:
-                            save_checkpoint(ckpt, vae, optimizer, progress(epoch, batch + 1))
-                        raise TrainingInterrupted(ckpt, epoch, batch + 1)
-                    if (ckpt is not None and checkpoint_every and (batch + 1) % checkpoint_every == 0
-                            and batch + 1 < n_batches):
-                        save_checkpoint(ckpt, vae, optimizer, progress(epoch, batch + 1))
+                        if checkpoints is not None:
+                            checkpoints.save(vae, optimizer, progress(epoch, batch + 1))
+                        raise TrainingInterrupted(checkpoints.path if checkpoints else None, epoch, batch + 1)
+                    if checkpoints is not None and checkpoints.due(batch + 1, n_batches):
+                        checkpoints.save(vae, optimizer, progress(epoch, batch + 1))
             seconds = time.perf_counter() - t0
-            record = {"epoch": epoch, "seconds": seconds, "train_loss": run_loss / run_count,
-                      "val_loss": _evaluate(vae, x_val, scale) if x_val is not None else None}
+            record = {"epoch": epoch, "seconds": seconds, "beta": beta, "train_loss": run_loss / run_count,
+                      **_validation_record(vae, x_val, scale, beta)}
             history.append(record)
-            if ckpt is not None:
-                save_checkpoint(ckpt, vae, optimizer, progress(epoch + 1, 0))
+            if checkpoints is not None:
+                checkpoints.save(vae, optimizer, progress(epoch + 1, 0))
             if on_epoch is not None:
                 on_epoch(record)
             if interrupt.requested and epoch < epochs:  # Ctrl-C during validation or on_epoch
-                raise TrainingInterrupted(ckpt, epoch + 1, 0)
+                raise TrainingInterrupted(checkpoints.path if checkpoints else None, epoch + 1, 0)
     return history
+
+
+def _validation_record(vae: VAE, x_val: np.ndarray | None, scale: np.floating | None, beta: float) -> dict:
+    """The history's validation entries for one epoch (``None`` each without validation data)."""
+    if x_val is None:
+        return {"val_loss": None, "val_reconstruction": None, "val_kl": None, "val_nelbo": None}
+    rec, kl = _evaluate_terms(vae, x_val, scale)
+    return {"val_loss": rec + beta * kl, "val_reconstruction": rec, "val_kl": kl, "val_nelbo": rec + kl}
 
 
 def _check_training_data(name: str, x: object, vae: VAE, pixel_scale: float | None) -> np.ndarray:
@@ -244,67 +286,47 @@ def _check_training_data(name: str, x: object, vae: VAE, pixel_scale: float | No
     return np.ascontiguousarray(x)
 
 
-def _evaluate(vae: VAE, x: np.ndarray, scale: np.floating | None) -> float:
-    """``vae.evaluate`` that also takes uint8 pixels, converting a chunk at a time."""
+def _evaluate_terms(vae: VAE, x: np.ndarray, scale: np.floating | None) -> tuple[float, float]:
+    """``vae.evaluate_terms`` that also takes uint8 pixels, converting a chunk at a time."""
     if x.dtype != np.uint8:
-        return vae.evaluate(x)
-    rng, chunk, total = np.random.default_rng(0), 1024, 0.0
+        return vae.evaluate_terms(x)
+    rng, chunk, rec, kl = np.random.default_rng(0), 1024, 0.0, 0.0
     for start in range(0, x.shape[0], chunk):
         part = x[start:start + chunk] * scale
-        total += vae.evaluate(part, rng=rng) * part.shape[0]
-    return total / x.shape[0]
+        r, k = vae.evaluate_terms(part, rng=rng)
+        rec += r * part.shape[0]
+        kl += k * part.shape[0]
+    return rec / x.shape[0], kl / x.shape[0]
 
 
-def _diverged(what: str, loss: float, epoch: int, batch: int, n_batches: int, optimizer: Any,
-              ckpt: Path | None) -> None:
-    value = f"{loss}" if what == "loss" else "non-finite"
-    last_good = f" The last good checkpoint is {ckpt}." if ckpt is not None and ckpt.exists() else ""
-    raise TrainingDivergedError(
-        f"the {what} became {value} in epoch {epoch}, batch {batch + 1} of {n_batches}. Try a smaller "
-        f"learning rate (now {getattr(optimizer, 'lr', '?')}), gradient clipping (clip_norm=1000), or "
-        f"dtype=np.float64.{last_good}")
-
-
-class _DeferredInterrupt:
-    """Turn the first Ctrl-C into a flag the loop checks after each finished batch.
-
-    A batch is never left half-applied (parameters updated but not the
-    optimizer state), so the checkpoint written on Ctrl-C is consistent. A
-    second Ctrl-C interrupts at once. Outside the main thread, where signal
-    handlers cannot be set, Ctrl-C behaves as usual.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._old: Any = None
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> _DeferredInterrupt:
-        try:
-            self._old = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:
-            self._old = None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+_FROM_CHECKPOINT = ("batch_size", "seed", "clip_norm", "optimizer")
 
 
 def resume(checkpoint_path: str | os.PathLike[str], x_train: np.ndarray, x_val: np.ndarray | None = None,
            epochs: int | None = None, **kwargs: Any) -> tuple[VAE, list[dict]]:
     """Continue a run from a checkpoint written by :func:`train`; returns ``(vae, history)``.
 
-    The batch size, seed and clipping come from the checkpoint; ``epochs``
-    (the total, not the remainder) may be raised. Other keyword arguments
-    go to :func:`train`.
+    The batch size, seed, clipping and optimizer come from the checkpoint,
+    and so do ``checkpoint_every``, ``pixel_scale`` (for uint8 data) and
+    ``metadata`` unless given again. ``epochs`` is the total, not the
+    remainder: it may be raised, but not below the epochs already done.
+    Other keyword arguments go to :func:`train`.
     """
+    given = sorted(set(kwargs) & set(_FROM_CHECKPOINT))
+    if given:
+        raise TypeError(f"resume() takes {', '.join(given)} from the checkpoint, so that the run continues "
+                        "exactly as it began; start a new run with npvae.train to change it")
     vae, optimizer, prog = load_checkpoint(checkpoint_path)
-    history = train(vae, x_train, epochs=prog["epochs"] if epochs is None else epochs,
-                    batch_size=prog["batch_size"], optimizer=optimizer, x_val=x_val, seed=prog["seed"],
-                    clip_norm=prog.get("clip_norm"), checkpoint_path=checkpoint_path, _resume=prog, **kwargs)
+    done = len(prog["history"])
+    total = prog["epochs"] if epochs is None else check_int("epochs", epochs, minimum=0)
+    if total < done:
+        raise ValueError(f"epochs={total}, but {checkpoint_path} has already finished {done} epochs; "
+                         f"give epochs={done} or more (the total, not the remainder)")
+    kwargs.setdefault("checkpoint_every", prog.get("checkpoint_every", 0))
+    kwargs.setdefault("metadata", prog.get("metadata"))
+    if isinstance(x_train, np.ndarray) and x_train.dtype == np.uint8:
+        kwargs.setdefault("pixel_scale", prog.get("pixel_scale"))
+    history = train(vae, x_train, epochs=total, batch_size=prog["batch_size"], optimizer=optimizer, x_val=x_val,
+                    seed=prog["seed"], clip_norm=prog.get("clip_norm"), checkpoint_path=checkpoint_path,
+                    _resume=prog, **kwargs)
     return vae, history
