@@ -18,28 +18,31 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ._atomic import atomic_writer
 from .errors import CheckpointError
-
-if TYPE_CHECKING:
-    from .vae import VAE
+# vae.py imports this module only inside VAE.save and VAE.load, so importing it here at the top makes
+# no import cycle: whichever of the two is imported first, vae.py never needs this module to load.
+from .vae import VAE
 
 FORMAT = "npvae"
 VERSION = 1
 _MAX_MEMBERS = 10_000
 
 
-def _json_array(doc: dict) -> np.ndarray:
+def _json_array(doc: dict[str, Any]) -> np.ndarray:
     return np.array(json.dumps(doc, sort_keys=True))
 
 
-def _write(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> None:
+def _write(path: str | os.PathLike[str], arrays: dict[str, Any]) -> None:
+    """Write ``arrays`` as an ``.npz`` through :func:`atomic_writer`, which checks ``path`` (not a
+    directory, not a protected file, its folder exists) before it makes a temporary."""
     with atomic_writer(path, "wb") as fh:
         np.savez(fh, **arrays)
 
@@ -52,22 +55,52 @@ def save_model(vae: VAE, path: str | os.PathLike[str]) -> None:
     _write(path, arrays)
 
 
-def save_checkpoint(path: str | os.PathLike[str], vae: VAE, optimizer: Any, progress: dict) -> None:
-    """Write a training checkpoint: model, optimizer state and ``progress`` (JSON-able), atomically."""
+def save_checkpoint(path: str | os.PathLike[str], vae: VAE, optimizer: Any, progress: dict[str, Any]) -> None:
+    """Write a training checkpoint: model, optimizer state and ``progress``, atomically.
+
+    ``progress`` is any dict of JSON values with string keys (the training
+    loop's epoch, batch, history, noise state, ``checkpoint_every``,
+    ``metadata``...); :func:`load_checkpoint` returns it as it was saved,
+    every key included, except that JSON turns tuples into lists.
+
+    Raises
+    ------
+    TypeError
+        ``progress`` is not a dict, or holds something JSON cannot store.
+    """
+    if not isinstance(progress, dict):
+        raise TypeError(f"progress must be a dict of JSON values, got {type(progress).__name__}")
     meta = {"format": FORMAT, "version": VERSION, "kind": "checkpoint", "config": vae.config(),
             "optimizer": optimizer.config(), "progress": progress}
+    try:
+        meta_array = _json_array(meta)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"progress must hold only JSON values (dicts with string keys, lists, strings, "
+                        f"numbers, booleans, None): {exc}") from exc
     arrays = {f"param/{k}": v for k, v in vae.params.items()}
     arrays.update({f"opt/{k}": v for k, v in optimizer.state_arrays().items()})
-    arrays["meta"] = _json_array(meta)
+    arrays["meta"] = meta_array
     _write(path, arrays)
 
 
 def _read_members(path: Path) -> dict[str, np.ndarray]:
     """Every array in the ``.npz``, each checked against its member's size before reading."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except NotADirectoryError:
+        raise CheckpointError(f"{path}: no such file (a folder on its path is a file)") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise CheckpointError(f"{path} is a directory, not an npvae .npz file; name the file inside it")
+    if not stat.S_ISREG(st.st_mode):
+        raise CheckpointError(f"{path}: not a regular file, so not an npvae .npz file")
     try:
         zf = zipfile.ZipFile(path)
+    except PermissionError as exc:
+        raise CheckpointError(f"{path}: cannot be read: permission denied") from exc
     # NotImplementedError: zipfile's answer to an entry that asks for a newer zip version than it knows
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
         raise CheckpointError(f"{path}: not a readable .npz file: truncated, or not an .npz at all ({exc})") from exc
@@ -106,7 +139,7 @@ def _read_members(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _read_meta(path: Path, arrays: dict[str, np.ndarray]) -> dict:
+def _read_meta(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     if "meta" not in arrays:
         raise CheckpointError(f"{path}: not an npvae file (no 'meta' entry)")
     meta_arr = arrays["meta"]
@@ -126,9 +159,7 @@ def _read_meta(path: Path, arrays: dict[str, np.ndarray]) -> dict:
     return meta
 
 
-def _build_model(path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> VAE:
-    from .vae import VAE
-
+def _build_model(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> VAE:
     try:
         vae = VAE(**meta["config"])
     except (TypeError, ValueError) as exc:
@@ -149,14 +180,24 @@ def _build_model(path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> VAE:
 
 
 def load_model(path: str | os.PathLike[str]) -> VAE:
-    """Rebuild the model stored in a model file or a training checkpoint."""
+    """Rebuild the model stored in a model file or a training checkpoint.
+
+    Raises :class:`CheckpointError` naming the file for every problem: no
+    such file, a directory, unreadable, not an npvae ``.npz``, corrupt, or
+    parameters that do not fit the stored architecture.
+    """
     path = Path(path)
     arrays = _read_members(path)
     return _build_model(path, _read_meta(path, arrays), arrays)
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> tuple[VAE, Any, dict]:
-    """``(vae, optimizer, progress)`` from a file written by :func:`save_checkpoint`."""
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[VAE, Any, dict[str, Any]]:
+    """``(vae, optimizer, progress)`` from a file written by :func:`save_checkpoint`.
+
+    ``progress`` is the dict that was saved, with every key it had: this
+    module checks only that it is a dict, and leaves the meaning of its keys
+    to the training loop.
+    """
     from .optim import SGD, Adam
 
     path = Path(path)

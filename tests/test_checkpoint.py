@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
+import stat
+import tempfile
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -44,9 +48,11 @@ def test_round_trip(tmp_path, kw):
 def test_checkpoint_round_trip_restores_the_optimizer(tmp_path):
     vae, opt = model(), npvae.Adam(lr=3e-3)
     npvae.train(vae, X, epochs=1, batch_size=5, optimizer=opt)
-    save_checkpoint(tmp_path / "c.npz", vae, opt, {"epoch": 2, "batch": 0})
+    # keys the training loop adds (checkpoint_every, metadata) come back as saved: nothing is filtered
+    saved = {"epoch": 2, "batch": 0, "checkpoint_every": 3, "metadata": {"run": "a", "lr": [1e-3, 5e-4]}}
+    save_checkpoint(tmp_path / "c.npz", vae, opt, saved)
     vae2, opt2, progress = load_checkpoint(tmp_path / "c.npz")
-    assert progress == {"epoch": 2, "batch": 0} and opt2.t == opt.t == 4 and opt2.lr == 3e-3
+    assert progress == saved and opt2.t == opt.t == 4 and opt2.lr == 3e-3
     for k in opt.state:
         np.testing.assert_array_equal(opt2.state[k]["v"], opt.state[k]["v"])
 
@@ -218,14 +224,31 @@ def test_fuzzed_files_fail_only_with_checkpoint_error(tmp_path_factory, data):
     assert peak < 16 * 2**20, f"loading {len(data)} bytes allocated {peak} bytes"
 
 
+def killed_save_temporary(target: Path) -> Path:
+    """The temporary a save of ``target`` killed mid-write leaves: mkstemp's name, as the writer makes it."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.write(fd, b"half a checkpoint from a killed run")
+    os.close(fd)
+    return Path(name)
+
+
 def test_stale_temporaries_are_removed_when_training_starts(tmp_path):
     ckpt = tmp_path / "run.npz"
-    stale = tmp_path / ".run.npz.abc123.tmp"
-    stale.write_bytes(b"half a checkpoint from a killed run")
+    stale = killed_save_temporary(ckpt)
     other = tmp_path / ".other.npz.x.tmp"
     other.write_bytes(b"not ours")
     npvae.train(model(), X, epochs=1, batch_size=5, checkpoint_path=ckpt)
     assert not stale.exists() and other.exists() and ckpt.exists()
+
+
+@pytest.mark.parametrize("ours,theirs", [("run[12].npz", "run1.npz"), ("ckpt", "ckpt.npz"), ("a*", "ab")])
+def test_starting_training_leaves_other_files_temporaries(tmp_path, ours, theirs):
+    """Issue #21: the stale-temporary pattern was an unescaped glob that also matched longer names:
+    ``run[12].npz`` removed ``run1.npz``'s temporaries and ``ckpt`` removed ``ckpt.npz``'s."""
+    theirs_tmp = killed_save_temporary(tmp_path / theirs)
+    ours_tmp = killed_save_temporary(tmp_path / ours)
+    npvae.train(model(), X, epochs=1, batch_size=10, checkpoint_path=tmp_path / ours)
+    assert theirs_tmp.exists() and not ours_tmp.exists() and (tmp_path / ours).exists()
 
 
 def test_saved_files_follow_the_umask(tmp_path):
@@ -238,3 +261,86 @@ def test_saved_files_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "m.npz").stat().st_mode) == 0o644
+
+
+# ---------------------------------------------------------------- what is at the path (issue #21)
+
+def test_loading_a_directory_says_it_is_a_directory(tmp_path):
+    """``VAE.load(directory)`` said "no such file"."""
+    with pytest.raises(CheckpointError, match="is a directory") as info:
+        npvae.VAE.load(tmp_path)
+    assert str(tmp_path) in str(info.value) and "no such file" not in str(info.value)
+    with pytest.raises(CheckpointError, match="is a directory"):
+        load_checkpoint(tmp_path)
+
+
+def test_loading_a_name_too_long_is_a_checkpoint_error(tmp_path):
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        npvae.VAE.load(tmp_path / ("x" * 300))
+
+
+@pytest.mark.parametrize("how", ["model", "checkpoint"])
+def test_saving_to_a_directory_names_the_directory(tmp_path, how):
+    """The error named the writer's internal .tmp file; ``save("dir/")`` wrote a file called ``dir``."""
+    vae = model()
+    save = vae.save if how == "model" else (lambda p: save_checkpoint(p, vae, npvae.Adam(), {"epoch": 1}))
+    (tmp_path / "d").mkdir()
+    for path in (tmp_path / "d", f"{tmp_path / 'd'}/", f"{tmp_path / 'new'}/"):
+        with pytest.raises(IsADirectoryError, match="is a directory") as info:
+            save(path)
+        assert ".tmp" not in str(info.value) and str(path) in str(info.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["d"] and list((tmp_path / "d").iterdir()) == []
+
+
+@pytest.mark.parametrize("how", ["model", "checkpoint"])
+def test_saving_keeps_permissions_and_refuses_a_read_only_file(tmp_path, how):
+    """Issue #21: saving over a 0o444 file succeeded and left 0o644; a 0o600 file became 0o644."""
+    vae = model()
+    save = vae.save if how == "model" else (lambda p: save_checkpoint(p, vae, npvae.Adam(), {"epoch": 1}))
+    private = tmp_path / "private.npz"
+    model(seed=1).save(private)
+    os.chmod(private, 0o600)
+    save(private)
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    np.testing.assert_array_equal(load_model(private).params["encoder.0.W"], vae.params["encoder.0.W"])
+    protected = tmp_path / "protected.npz"
+    model(seed=1).save(protected)
+    before = protected.read_bytes()
+    os.chmod(protected, 0o444)
+    with pytest.raises(PermissionError, match=r"protected\.npz: it is read-only \(mode 0o444\)"):
+        save(protected)
+    assert protected.read_bytes() == before and stat.S_IMODE(protected.stat().st_mode) == 0o444
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["private.npz", "protected.npz"]
+
+
+def test_saving_through_a_symlink_updates_the_file_it_points_to(tmp_path):
+    """The link was replaced by a new file and the file it pointed to left stale."""
+    (tmp_path / "store").mkdir()
+    real = tmp_path / "store" / "best.npz"
+    model(seed=1).save(real)
+    link = tmp_path / "model.npz"
+    link.symlink_to(real)
+    vae = model(seed=2)
+    vae.save(link)
+    assert link.is_symlink()
+    np.testing.assert_array_equal(load_model(real).params["decoder.out.W"], vae.params["decoder.out.W"])
+
+
+def test_a_checkpoint_with_a_long_name_saves_and_loads(tmp_path):
+    """Issue #21: a legal 254-byte name failed inside mkstemp (its temporary was 267 bytes long)."""
+    path = tmp_path / ("c" * 250 + ".npz")
+    vae = model()
+    save_checkpoint(path, vae, npvae.Adam(), {"epoch": 1})
+    assert load_checkpoint(path)[2] == {"epoch": 1}
+    with pytest.raises(OSError, match=r"257 bytes long, longer than the 255 bytes") as info:
+        save_checkpoint(tmp_path / ("c" * 253 + ".npz"), vae, npvae.Adam(), {"epoch": 1})
+    assert info.value.errno == errno.ENAMETOOLONG
+
+
+def test_progress_that_json_cannot_hold_is_a_clear_type_error(tmp_path):
+    vae = model()
+    with pytest.raises(TypeError, match=r"progress must hold only JSON values"):
+        save_checkpoint(tmp_path / "c.npz", vae, npvae.Adam(), {"epoch": np.zeros(2)})
+    with pytest.raises(TypeError, match=r"progress must be a dict"):
+        save_checkpoint(tmp_path / "c.npz", vae, npvae.Adam(), [1, 2])  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
