@@ -88,13 +88,47 @@ def read_idx(path: str | os.PathLike[str], *, max_bytes: int = MAX_BYTES) -> np.
     except DataFileError:
         raise
     except (OSError, EOFError, zlib.error) as exc:
-        # gzip.BadGzipFile is an OSError; a cut-off stream raises EOFError.
-        what = "corrupt gzip stream" if start == GZIP_MAGIC else "cannot read file"
-        raise DataFileError(f"{path}: {what} ({type(exc).__name__}: {exc})") from exc
+        if start == GZIP_MAGIC:
+            raise _gzip_error(path, exc) from exc
+        raise DataFileError(f"{path}: cannot read file ({type(exc).__name__}: {exc})") from exc
     return array
 
 
-def _read_stream(stream: BinaryIO, path: Path, max_bytes: int, raw_size: int | None) -> np.ndarray:
+def check_gzip(path: str | os.PathLike[str]) -> None:
+    """Decompress a gzip file to its end, which checks its CRC and length, and discard the data.
+
+    :func:`read_idx` stops reading once it has what the header declares, so
+    a stream damaged inside can look to it like a well-formed file with
+    trailing bytes; this check tells such a file apart. Memory stays at one
+    chunk whatever the size.
+
+    Raises
+    ------
+    DataFileError
+        If the stream is cut off or corrupt, with the message
+        :func:`read_idx` gives for the same fault.
+    """
+    try:
+        with gzip.open(path, "rb") as gz:
+            while gz.read(_CHUNK):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        raise _gzip_error(Path(path), exc) from exc
+
+
+def _gzip_error(path: Path, exc: BaseException) -> DataFileError:
+    """The error for a gzip stream that cannot be decompressed (gzip.BadGzipFile is an OSError)."""
+    if isinstance(exc, EOFError):  # the stream stops before its end marker
+        return DataFileError(
+            f"{path}: truncated: the gzip stream ends before its end marker "
+            "(an interrupted download? delete it and download it again)"
+        )
+    return DataFileError(
+        f"{path}: corrupt gzip stream ({type(exc).__name__}: {exc}); delete it and download it again"
+    )
+
+
+def _read_stream(stream: BinaryIO | gzip.GzipFile, path: Path, max_bytes: int, raw_size: int | None) -> np.ndarray:
     head = _read_upto(stream, 4)
     if len(head) < 4:
         raise DataFileError(f"{path}: truncated: {len(head)} bytes, too short for an IDX header")
@@ -138,7 +172,7 @@ def _read_stream(stream: BinaryIO, path: Path, max_bytes: int, raw_size: int | N
     return array if dtype.itemsize == 1 else array.astype(dtype.newbyteorder("="))
 
 
-def _read_upto(stream: BinaryIO, n: int) -> bytearray:
+def _read_upto(stream: BinaryIO | gzip.GzipFile, n: int) -> bytearray:
     """Read up to ``n`` bytes in chunks, so memory follows the data, not ``n``."""
     out = bytearray()
     while len(out) < n:

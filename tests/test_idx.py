@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from npvae.errors import DataFileError
-from npvae.idx import IDX_DTYPES, check_counts, check_images, check_labels, read_idx
+from npvae.idx import IDX_DTYPES, check_counts, check_gzip, check_images, check_labels, read_idx
 
 
 def idx_bytes(array: np.ndarray, code: int = 0x08) -> bytes:
@@ -153,7 +153,26 @@ def test_cut_off_gzip_stream(tmp_path: Path) -> None:
     packed = gzip.compress(idx_bytes(random_array(0x08, (50, 28, 28))))
     path = tmp_path / "x.gz"
     path.write_bytes(packed[: len(packed) // 2])
-    assert isinstance(raises(path, "corrupt gzip stream", "EOFError").__cause__, EOFError)
+    error = raises(path, "truncated: the gzip stream ends before its end marker", "interrupted download")
+    assert isinstance(error.__cause__, EOFError)
+
+
+def test_check_gzip_reads_the_stream_to_its_end(tmp_path: Path) -> None:
+    """The CRC at the very end is checked (read_idx stops once it has what the header declares)."""
+    data = idx_bytes(random_array(0x08, (50, 28, 28)))
+    packed = bytearray(gzip.compress(data + b"\x00" * 100))
+    packed[-8] ^= 0xFF  # the CRC-32 of the trailer
+    path = tmp_path / "x.gz"
+    path.write_bytes(bytes(packed))
+    with pytest.raises(DataFileError) as info:
+        check_gzip(path)
+    assert str(info.value).startswith(f"{path}: corrupt gzip stream (BadGzipFile: CRC check failed")
+    raises(path, "trailing bytes")  # what read_idx alone would say about the same file
+    path.write_bytes(gzip.compress(data))
+    check_gzip(path)
+    path.write_bytes(gzip.compress(data)[:-20])
+    with pytest.raises(DataFileError, match="truncated: the gzip stream ends"):
+        check_gzip(path)
 
 
 def test_missing_file(tmp_path: Path) -> None:
