@@ -220,6 +220,14 @@ def fused_step(gemm: int, src: np.ndarray, idx: np.ndarray, gather_scale: float,
 fused_step = jit(fused_step, parallel=True)
 
 
+def _likelihood_code(vae: Any) -> int:
+    if vae.likelihood == "bernoulli":
+        return _BERNOULLI
+    if vae.likelihood == "gaussian":
+        return _GAUSSIAN
+    raise ValueError(f"the fused training step has no likelihood {vae.likelihood!r}")
+
+
 def unsupported(vae: Any, optimizer: Any, clip_norm: float | None, *, threads: bool = True) -> str | None:
     """Why :class:`FusedStep` cannot train this model with this optimizer here, or ``None`` if it can.
 
@@ -233,6 +241,9 @@ def unsupported(vae: Any, optimizer: Any, clip_norm: float | None, *, threads: b
         return "it does not clip gradients (clip_norm)"
     if vae.n_samples != 1:
         return f"it draws one sample of z per example, not n_samples={vae.n_samples}"
+    hidden = vae.encoder + vae.decoder
+    if len({(lay._kind, float(lay._alpha)) for lay in hidden}) > 1:
+        return "its hidden layers do not all have the same activation"
     blas = _blas.numpy_blas()
     if blas is None:
         return "NumPy's BLAS is not an OpenBLAS (pthreads) whose cblas gemm npvae can find"
@@ -253,6 +264,15 @@ class FusedStep:
     parameters nor the optimizer), as :func:`npvae.train` expects. Call it
     inside :meth:`one_blas_thread`, and from one thread at a time: its
     workspaces are its own.
+
+    What the layer path reads at every step is read at every call here too,
+    so a change between steps (a KL schedule setting ``vae.beta`` from
+    ``on_epoch``, say) takes effect at the next step on either path:
+    ``vae.beta``, ``vae.sigma_dec`` and ``vae.likelihood``, the optimizer's
+    ``lr``, ``betas``, ``eps`` and ``t``, and its moment arrays (new ones
+    after ``load_state_arrays``). The activation and ``alpha`` come from the
+    layers, which the layer path uses too (they keep what they were made
+    with). A ``vae.n_samples`` other than 1 makes the call raise.
     """
 
     def __init__(self, vae: Any, optimizer: Adam, parts: int | None = None) -> None:
@@ -272,25 +292,46 @@ class FusedStep:
         self.gemm = blas.gemm[vae.dtype]
         layers = [layer for _, layer in vae._named_layers()]
         names = [name for name, _ in vae._named_layers()]
-        views = optimizer._flat_views(vae.params, vae.grads)  # creates Adam's state, as its first step would
+        self._names = names
         self.Ws = List([lay.params["W"] for lay in layers])
         self.bs = List([lay.params["b"] for lay in layers])
         self.dWs = List([lay.grads["W"] for lay in layers])
         self.dbs = List([lay.grads["b"] for lay in layers])
-        self.mW = List([views[f"{k}.W"][2] for k in names])
-        self.vW = List([views[f"{k}.W"][3] for k in names])
-        self.mb = List([views[f"{k}.b"][2] for k in names])
-        self.vb = List([views[f"{k}.b"][3] for k in names])
+        self._bind_moments()  # creates Adam's state, as its first step would
         self.widths = [lay.out_dim for lay in layers]
-        kind = kernels.ACTIVATIONS[vae.activation]
-        lik = _BERNOULLI if vae.likelihood == "bernoulli" else _GAUSSIAN
-        self.ints = np.array([len(vae.hidden_dims), kind, lik, self.parts, vae.dtype.itemsize, blas.wide], np.int64)
+        # the activation as the layer path applies it: the hidden layers' own (vae.activation and vae.alpha
+        # are only what they were made with); a model without hidden layers has none to apply
+        hidden = vae.encoder + vae.decoder
+        kind = hidden[0]._kind if hidden else IDENTITY
+        alpha = hidden[0]._alpha if hidden else 0.0
+        self.ints = np.array([len(vae.hidden_dims), kind, _likelihood_code(vae), self.parts, vae.dtype.itemsize,
+                              blas.wide], np.int64)
+        # alpha, then the loss kernel's scale and the KL's (beta / B), written at every call
+        self.reals = np.array([alpha, 0.0, 0.0], vae.dtype)
         self.dbpart = np.zeros((self.parts, len(layers), max(self.widths)), vae.dtype)
         self.tmp = np.zeros((self.parts, vae.input_dim), vae.dtype)
         self.parts_out = np.zeros((3, self.parts))
         self.sums = np.zeros(4)
         self.adam = np.zeros(7, vae.dtype)  # this step's adam_kernel_args
         self._ws: dict[int, tuple] = {}
+
+    def _bind_moments(self) -> None:
+        """Adam's moment arrays, as its :meth:`~npvae.Adam._flat_views` gives them now (new ones after
+        ``load_state_arrays``); ``self._views`` is the cache they came from, to notice when it changes."""
+        from numba.typed import List
+
+        opt, vae = self.opt, self.vae
+        views = opt._flat_views(vae.params, vae.grads)
+        for key, (_, _, m, v) in views.items():
+            if m.dtype != vae.dtype or v.dtype != vae.dtype:
+                raise ValueError(f"the optimizer's state for {key} is {m.dtype}/{v.dtype}, not the model's "
+                                 f"{vae.dtype}")
+        names = self._names
+        self.mW = List([views[f"{k}.W"][2] for k in names])
+        self.vW = List([views[f"{k}.W"][3] for k in names])
+        self.mb = List([views[f"{k}.b"][2] for k in names])
+        self.vb = List([views[f"{k}.b"][3] for k in names])
+        self._views = getattr(opt, "_views", None)
 
     def _workspaces(self, b: int) -> tuple:
         from numba.typed import List
@@ -300,10 +341,22 @@ class FusedStep:
             vae = self.vae
             dt, k = vae.dtype, vae.latent_dim
             ws = (List([np.zeros((b, w), dt) for w in self.widths]), List([np.zeros((b, w), dt) for w in self.widths]),
-                  np.zeros((b, vae.input_dim), dt), np.zeros((b, k), dt),
-                  np.array([vae.alpha, vae._likelihood_scale(b), vae.beta / b], dt))
+                  np.zeros((b, vae.input_dim), dt), np.zeros((b, k), dt))
             self._ws[b] = ws
         return ws
+
+    def _read_model(self, b: int) -> None:
+        """What the layer path reads at every step, into ``ints`` and ``reals`` (no allocation)."""
+        vae = self.vae
+        if vae.n_samples != 1:
+            raise ValueError(f"the fused training step draws one sample of z per example, but vae.n_samples is now "
+                             f"{vae.n_samples}; train with fused=False for several samples")
+        self.ints[2] = _likelihood_code(vae)
+        reals = self.reals
+        reals[1] = vae._likelihood_scale(b)  # rounded to the dtype as the layer path rounds it
+        reals[2] = vae.beta / b
+        if getattr(self.opt, "_views", None) is not self._views:
+            self._bind_moments()
 
     @contextlib.contextmanager
     def one_blas_thread(self) -> Iterator[None]:
@@ -325,14 +378,15 @@ class FusedStep:
                  ) -> tuple[float, float]:
         vae, opt = self.vae, self.opt
         b = idx.shape[0]
-        Y, dY, xb, dz, reals = self._workspaces(b)
+        self._read_model(b)
+        Y, dY, xb, dz = self._workspaces(b)
         nb = vae._noise.get(b)
         rng.standard_normal(out=nb["eps"], dtype=vae.dtype)  # as VAE._loss_terms draws it
         adam = self.adam
         adam[:] = adam_kernel_args(opt.lr, opt.betas, opt.eps, opt.t + 1, vae.dtype)
         fused_step(self.gemm, src, idx, gather_scale, nb["eps"], self.Ws, self.bs, self.dWs, self.dbs,
                    self.mW, self.vW, self.mb, self.vb, Y, dY, xb, nb["z"].reshape(b, -1), nb["sigma"], dz,
-                   self.dbpart, self.tmp, self.parts_out, self.sums, self.ints, reals, adam)
+                   self.dbpart, self.tmp, self.parts_out, self.sums, self.ints, self.reals, adam)
         lik, kl, sq, applied = self.sums.tolist()
         if applied:
             opt.t += 1

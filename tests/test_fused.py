@@ -37,12 +37,17 @@ def data(n: int = 25, dtype=np.float64) -> np.ndarray:
 
 
 def run(use_fused: bool, vae: npvae.VAE, x: np.ndarray, batches: list[np.ndarray], parts: int = 2,
-        lr: float = 1e-2) -> tuple[npvae.Adam, list[tuple[float, float]]]:
-    """Adam steps on ``x[idx]`` for each ``idx``, by the fused step or the layer path, with one noise stream."""
+        lr: float = 1e-2, between=None) -> tuple[npvae.Adam, list[tuple[float, float]]]:
+    """Adam steps on ``x[idx]`` for each ``idx``, by the fused step or the layer path, with one noise stream.
+
+    ``between(vae, opt, s)``, if given, is called before step ``s`` (a user changing the model between steps).
+    """
     opt, rng, out = npvae.Adam(lr=lr), np.random.default_rng(1), []
     step = fused.FusedStep(vae, opt, parts=parts) if use_fused else None
     one = vae.dtype.type(1)
-    for idx in batches:
+    for s, idx in enumerate(batches):
+        if between is not None:
+            between(vae, opt, s)
         if step is not None:
             with step.one_blas_thread():
                 out.append(step(x, idx, one, rng))
@@ -59,12 +64,17 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b))) / scale if scale else 0.0
 
 
-def assert_same(cfg: dict, parts: int, batch: int, steps: int = 3, dtype=np.float64, tol: float = 1e-12) -> None:
+def assert_same(cfg: dict, parts: int, batch: int, steps: int = 3, dtype=np.float64, tol: float = 1e-12,
+                between=None, prepare=None) -> None:
+    """The layer path and the fused step take the same steps; ``prepare(vae)`` is applied to both models first."""
     x = data(dtype=dtype)
     batches = [np.random.default_rng([3, s]).permutation(len(x))[:batch] for s in range(steps)]
     a, b = make(dtype=dtype, **cfg), make(dtype=dtype, **cfg)
-    opt_a, la = run(False, a, x, batches)
-    opt_b, lb = run(True, b, x, batches, parts=parts)
+    if prepare is not None:
+        prepare(a)
+        prepare(b)
+    opt_a, la = run(False, a, x, batches, between=between)
+    opt_b, lb = run(True, b, x, batches, parts=parts, between=between)
     for (loss_a, sq_a), (loss_b, sq_b) in zip(la, lb):
         assert abs(loss_a - loss_b) <= tol * abs(loss_a) and abs(sq_a - sq_b) <= tol * abs(sq_a)
     for key in a.params:
@@ -72,7 +82,7 @@ def assert_same(cfg: dict, parts: int, batch: int, steps: int = 3, dtype=np.floa
         assert rel(a.grads[key], b.grads[key]) <= tol, key
         for s in ("m", "v"):
             assert rel(opt_a.state[key][s], opt_b.state[key][s]) <= tol, (key, s)
-    assert opt_a.t == opt_b.t == steps
+    assert opt_a.t == opt_b.t and (opt_a.t == steps or between is not None)
 
 
 @pytest.mark.parametrize("parts", [1, 2, 3])
@@ -101,6 +111,80 @@ def test_fused_step_matches_for_any_shape_and_split(hidden: list[int], batch: in
                                                      likelihood: str) -> None:
     assert_same({"hidden": tuple(hidden), "activation": activation, "likelihood": likelihood}, parts, batch,
                 steps=2)
+
+
+# ---------------------------------------------------------------------------- what a user changes between steps
+# The fused step must read, at every call, whatever the layer path reads at every call (issue #20, item 1:
+# it kept beta / B and the likelihood's scale from the first step of each batch size).
+def _set_beta(values):
+    def between(vae, opt, s):
+        vae.beta = values[s % len(values)]
+    return between
+
+
+@pytest.mark.parametrize("parts", [1, 2])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_a_changed_beta_is_used_by_the_next_step(likelihood: str, parts: int) -> None:
+    assert_same({"likelihood": likelihood}, parts, batch=10, steps=5, between=_set_beta([1.0, 50.0, 0.0, 0.3, 7.0]))
+
+
+@pytest.mark.parametrize("parts", [1, 2])
+def test_a_changed_sigma_dec_is_used_by_the_next_step(parts: int) -> None:
+    def between(vae, opt, s):
+        vae.sigma_dec = (1.0, 0.25, 3.0, 0.6, 1.7)[s]
+        vae.beta = (0.7, 2.0, 0.1, 0.0, 1.0)[s]
+    assert_same({"likelihood": "gaussian"}, parts, batch=10, steps=5, between=between)
+
+
+def test_a_changed_learning_rate_and_betas_are_used_by_the_next_step() -> None:
+    def between(vae, opt, s):
+        opt.lr = (1e-2, 3e-2, 1e-3, 5e-3)[s]
+        opt.betas = ((0.9, 0.999), (0.8, 0.99), (0.5, 0.9), (0.9, 0.999))[s]
+    assert_same({}, 2, batch=10, steps=4, between=between)
+
+
+def test_a_changed_likelihood_is_used_by_the_next_step() -> None:
+    def between(vae, opt, s):
+        vae.likelihood = ("bernoulli", "gaussian", "bernoulli", "gaussian")[s]
+    assert_same({}, 2, batch=10, steps=4, between=between)
+
+
+def test_reloaded_optimizer_state_is_used_by_the_next_step() -> None:
+    """``Adam.load_state_arrays`` between steps (new moment arrays): the fused step uses the new ones."""
+    saved = {}
+
+    def between(vae, opt, s):
+        if s == 1:
+            saved.update({k: a.copy() for k, a in opt.state_arrays().items()})
+        if s == 3:
+            opt.load_state_arrays(saved)
+    assert_same({}, 2, batch=10, steps=5, between=between)
+
+
+@pytest.mark.parametrize("before", [True, False], ids=["before-the-step-is-made", "between-steps"])
+@pytest.mark.parametrize("attr, value", [("alpha", 0.3), ("activation", "tanh")])
+def test_the_step_uses_the_layers_activation_as_the_layer_path_does(attr: str, value, before: bool) -> None:
+    """``vae.alpha`` and ``vae.activation`` are read by the layers when they are made, not per step: a later
+    change does not reach the layer path, so it must not reach the fused step either (both paths agree)."""
+    change = lambda vae: setattr(vae, attr, value)  # noqa: E731
+    if before:
+        assert_same({"activation": "leaky_relu"}, 2, batch=10, steps=3, prepare=change)
+    else:
+        assert_same({"activation": "leaky_relu"}, 2, batch=10, steps=3,
+                    between=lambda vae, opt, s: change(vae) if s == 1 else None)
+
+
+def test_a_changed_n_samples_makes_the_step_refuse() -> None:
+    vae, x = make(), data()
+    step = fused.FusedStep(vae, npvae.Adam(), parts=2)
+    with step.one_blas_thread():
+        step(x, np.arange(10), np.float64(1), np.random.default_rng(0))
+        vae.n_samples = 2
+        before = {k: p.copy() for k, p in vae.params.items()}
+        with pytest.raises(ValueError, match="n_samples is now 2"):
+            step(x, np.arange(10), np.float64(1), np.random.default_rng(0))
+    for k in before:
+        np.testing.assert_array_equal(vae.params[k], before[k])
 
 
 def test_fused_gradients_pass_a_finite_difference_check() -> None:
@@ -226,3 +310,31 @@ def test_fused_divergence_stops_training(two_threads) -> None:
     with pytest.raises(npvae.TrainingDivergedError, match="loss became nan"):
         npvae.train(vae, data(40), epochs=1, batch_size=16, fused=True)
     assert two_threads.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_train_follows_a_kl_schedule_fused_or_not(two_threads, likelihood: str) -> None:
+    """A KL schedule set from on_epoch, and for the Gaussian decoder sigma_dec changed from on_batch: both
+    paths train with the new values from the next step on, and take the same path (issue #20, item 1: the
+    fused step kept the beta / B of its first step, so there the KL collapsed while beta was 50)."""
+    schedule = {1: 0.0, 2: 50.0, 3: 0.5}  # beta for the epoch after epoch e
+
+    def run_with(use: bool) -> tuple[npvae.VAE, list[dict]]:
+        vae = make(likelihood=likelihood)
+
+        def on_epoch(rec: dict) -> None:
+            vae.beta = schedule.get(rec["epoch"], 1.0)
+
+        def on_batch(epoch: int, batch: int, n_batches: int, loss: float) -> None:
+            if likelihood == "gaussian":
+                vae.sigma_dec = 0.5 + 0.25 * ((epoch + batch) % 4)
+
+        hist = npvae.train(vae, data(90), epochs=4, batch_size=32, seed=4, fused=use, on_epoch=on_epoch,
+                           on_batch=on_batch)
+        return vae, hist
+
+    (a, ha), (b, hb) = run_with(False), run_with(True)
+    for ra, rb in zip(ha, hb):
+        assert abs(ra["train_loss"] - rb["train_loss"]) <= 1e-12 * abs(ra["train_loss"]), (ra, rb)
+    for key in a.params:
+        assert rel(a.params[key], b.params[key]) <= 1e-12, (key, rel(a.params[key], b.params[key]))
