@@ -18,6 +18,7 @@ lines separate the tiles of a grid.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Sequence
@@ -133,6 +134,11 @@ def _class_name(label: int, class_names: Sequence[str] | None) -> str:
     return class_names[label] if class_names is not None else str(label)
 
 
+def _count(n: int, noun: str) -> str:
+    """``"1 sample"``, ``"64 samples"``, ``"1,000 held-out examples"``."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 # ---------------------------------------------------------------------- figures
 def samples_figure(vae: VAE, rows: int = 8, cols: int = 8, seed: int = 0,
                    shape: tuple[int, int] | None = None) -> Figure:
@@ -142,22 +148,29 @@ def samples_figure(vae: VAE, rows: int = 8, cols: int = 8, seed: int = 0,
     ax = fig.add_subplot()
     _show(ax, tile(images.reshape(rows, cols, -1), shape))
     what = "probabilities" if vae.likelihood == "bernoulli" else "means"
-    ax.set_title(f"{rows * cols} samples from the prior: decoder {what} for z ~ N(0, I)\n"
+    ax.set_title(f"{_count(rows * cols, 'sample')} from the prior: decoder {what} for z ~ N(0, I)\n"
                  f"(latent dimension {vae.latent_dim})")
     return fig
 
 
-def _pick_per_class(labels: np.ndarray, n: int, occurrence: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of ``n`` examples: the ``occurrence``-th of each class in turn, random where missing."""
-    picks: list[int] = []
+def _pick_per_class(labels: np.ndarray, n: int, blocks: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``n * blocks`` distinct examples (at most ``labels.size``), block by block: block ``k``
+    holds the ``k``-th example of each class in turn, random other examples where a class has too few."""
+    used = np.zeros(labels.size, dtype=bool)
     classes = np.unique(labels)
-    for c in classes[:n]:
-        where = np.flatnonzero(labels == c)
-        if where.size > occurrence:
-            picks.append(int(where[occurrence]))
-    rest = np.setdiff1d(np.arange(labels.size), picks)
-    extra = rng.choice(rest, size=min(n - len(picks), rest.size), replace=False)
-    return np.concatenate([np.array(picks, dtype=np.int64), extra.astype(np.int64)])
+    out: list[np.ndarray] = []
+    for k in range(blocks):
+        picks: list[int] = []
+        for c in classes[:n]:
+            where = np.flatnonzero(labels == c)
+            if where.size > k and not used[where[k]]:
+                picks.append(int(where[k]))
+        used[picks] = True
+        rest = np.flatnonzero(~used)
+        extra = rng.choice(rest, size=min(n - len(picks), rest.size), replace=False)
+        used[extra] = True
+        out += [np.array(picks, dtype=np.int64), extra.astype(np.int64)]
+    return np.concatenate(out)
 
 
 def reconstructions_figure(vae: VAE, x: np.ndarray, labels: np.ndarray | None = None, n: int = 10,
@@ -166,16 +179,20 @@ def reconstructions_figure(vae: VAE, x: np.ndarray, labels: np.ndarray | None = 
 
     Reconstructions decode the posterior mean (:meth:`VAE.reconstruct`).
     With ``labels``, block ``k`` shows the ``k``-th example of each class.
+    Each example is shown once: with fewer than ``n * blocks`` examples, there
+    are fewer blocks (and with fewer than ``n``, one block of them all).
     """
     rng = np.random.default_rng(seed)
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"x must have shape (n, pixels) with n >= 1, got shape {x.shape}")
+    n = min(n, x.shape[0])
+    blocks = max(1, min(blocks, x.shape[0] // n))
     if labels is not None:
-        idx = np.concatenate([_pick_per_class(np.asarray(labels), n, k, rng) for k in range(blocks)])
+        idx = _pick_per_class(np.asarray(labels), n, blocks, rng)
     else:
-        idx = rng.choice(x.shape[0], size=min(n * blocks, x.shape[0]), replace=False)
-    idx = idx[: n * blocks]
-    blocks = idx.size // n
-    idx = idx[: n * blocks]
-    orig = np.asarray(x)[idx]
+        idx = rng.choice(x.shape[0], size=n * blocks, replace=False)
+    orig = x[idx]
     rec = vae.reconstruct(orig)
     pairs = np.stack([orig.reshape(blocks, n, -1), rec.reshape(blocks, n, -1)], axis=1).reshape(2 * blocks, n, -1)
     pad, block_gap = 1, 8
@@ -187,47 +204,84 @@ def reconstructions_figure(vae: VAE, x: np.ndarray, labels: np.ndarray | None = 
     h = (shape or image_shape(x.shape[1]))[0]
     ax.set_yticks(_tile_centers(2 * blocks, h, pad, row_gaps), ["original", "reconstruction"] * blocks)
     ax.tick_params(axis="y", length=0, labelsize=11)
-    ax.set_title(f"{idx.size} held-out examples (upper rows) and their reconstructions (lower rows):\n"
+    rows = "rows" if blocks > 1 else "row"
+    theirs = "their reconstructions" if idx.size > 1 else "its reconstruction"
+    ax.set_title(f"{_count(idx.size, 'held-out example')} (upper {rows}) and {theirs} (lower {rows}):\n"
                  "decoder output for the posterior mean of z")
     return fig
 
 
 def loss_figure(history: Sequence[dict], val_name: str = "validation") -> Figure:
-    """Training and validation negative ELBO (nats per example) per epoch, log scale.
+    """Training and validation losses (nats per example) per epoch.
 
+    With ``beta`` 1 in every record (or no ``beta`` key) the loss is the
+    negative ELBO, drawn as such. Otherwise the curves are labelled as the
+    loss minimized (reconstruction + beta * KL), and the validation negative
+    ELBO (``val_nelbo``, reconstruction + KL) is drawn beside them. The axis
+    is logarithmic, unless a value is zero or negative (a Gaussian
+    likelihood's losses can be): then it is linear, so no point is dropped.
     ``val_name`` names the held-out set in the legend (e.g. ``"test"``).
     """
+    if len(history) == 0:
+        raise ValueError("history is empty: the loss figure needs at least one epoch's record")
     epochs = np.array([r["epoch"] for r in history])
-    train = np.array([r["train_loss"] for r in history], dtype=float)
-    val = np.array([np.nan if r.get("val_loss") is None else r["val_loss"] for r in history], dtype=float)
+
+    def column(key: str) -> np.ndarray:
+        return np.array([np.nan if r.get(key) is None else r[key] for r in history], dtype=float)
+
+    train, val, nelbo = column("train_loss"), column("val_loss"), column("val_nelbo")
+    betas = sorted({float(r.get("beta", 1.0)) for r in history})
+    weighted = betas != [1.0]
     fig = _figure("loss")
     ax = fig.add_subplot()
     marker = "o" if len(history) <= 30 else None
+    what = "loss" if weighted else "negative ELBO"
     ax.plot(epochs, train, marker=marker, ms=4, lw=2, color=_CLASS_COLORS[0],
-            label=f"training (mean over the epoch's minibatches); last {train[-1]:.1f}")
+            label=f"training {what} (mean over the epoch's minibatches); last {train[-1]:.1f}")
+    curves = [train]
     if np.isfinite(val).any():
         best = int(np.nanargmin(val))
         ax.plot(epochs, val, marker=marker, ms=4, lw=2, color=_CLASS_COLORS[1],
-                label=f"{val_name} (after the epoch); last {val[-1]:.1f}, best {val[best]:.1f} (epoch {epochs[best]})")
-    ax.set_yscale("log")  # the first epochs would squash the rest on a linear axis
-    # Evenly spaced round numbers as the ticks, printed plainly (not as powers of ten).
-    both = np.concatenate([train, val[np.isfinite(val)]])
-    lo, hi = float(both.min()), float(both.max())
-    ticks = MaxNLocator(nbins=10).tick_values(lo, hi)  # they cover [lo, hi], one step beyond at most
-    ticks = ticks[ticks > 0]
-    if ticks.size >= 2:
-        ax.set_yticks(ticks)
-        ax.set_ylim(min(lo, ticks[0]) / 1.01, max(hi, ticks[-1]) * 1.01)
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
-    if len(epochs) == 1:
-        ax.set_xlim(0.5, 1.5)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                label=f"{val_name} {what} (after the epoch); last {val[-1]:.1f}, best {val[best]:.1f} "
+                      f"(epoch {epochs[best]})")
+        curves.append(val)
+    if weighted and np.isfinite(nelbo).any():
+        best = int(np.nanargmin(nelbo))
+        ax.plot(epochs, nelbo, marker=marker, ms=4, lw=2, ls="--", color=_CLASS_COLORS[2],
+                label=f"{val_name} negative ELBO (reconstruction + KL); last {nelbo[-1]:.1f}, "
+                      f"best {nelbo[best]:.1f} (epoch {epochs[best]})")
+        curves.append(nelbo)
+    both = np.concatenate(curves)
+    both = both[np.isfinite(both)]
+    lo, hi = (float(both.min()), float(both.max())) if both.size else (1.0, 1.0)
+    log = lo > 0
+    if log:
+        ax.set_yscale("log")  # the first epochs would squash the rest on a linear axis
+        # Evenly spaced round numbers as the ticks, printed plainly (not as powers of ten).
+        ticks = MaxNLocator(nbins=10).tick_values(lo, hi)  # they cover [lo, hi], one step beyond at most
+        ticks = ticks[ticks > 0]
+        if ticks.size >= 2:
+            ax.set_yticks(ticks)
+            ax.set_ylim(min(lo, ticks[0]) / 1.01, max(hi, ticks[-1]) * 1.01)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    if len(epochs) == 1:  # one tick at the epoch, not 0.5 to 1.5 in quarters
+        ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
+        ax.set_xticks(epochs)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("negative ELBO (nats per example, log scale)")
-    ax.set_title("Loss curves: negative ELBO per epoch (lower is better)")
+    scale = "log scale" if log else "linear scale"
+    if weighted:
+        b = ", ".join(f"{v:g}" for v in betas)
+        ax.set_ylabel(f"nats per example ({scale})")
+        ax.set_title(f"Loss curves: the loss minimized, reconstruction + \u03b2 KL (\u03b2 = {b}),\n"
+                     "and the negative ELBO, reconstruction + KL (lower is better)")
+    else:
+        ax.set_ylabel(f"negative ELBO (nats per example, {scale})")
+        ax.set_title("Loss curves: negative ELBO per epoch (lower is better)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="upper right", fontsize=9)
+    fig.legend(loc="outside lower center", fontsize=9)  # below the axes: it never hides a point
     return fig
 
 
@@ -237,22 +291,26 @@ def _pca2(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     _, s, vt = np.linalg.svd(zc, full_matrices=False)
     var = s**2
     ratio = var[:2] / var.sum() if var.sum() > 0 else np.zeros(2)
-    return zc @ vt[:2].T, ratio
+    pts = zc @ vt[:2].T
+    if pts.shape[1] < 2:  # one point: fewer axes than 2; the missing ones explain nothing
+        pts = np.pad(pts, ((0, 0), (0, 2 - pts.shape[1])))
+        ratio = np.pad(ratio, (0, 2 - ratio.size))
+    return pts, ratio
 
 
-def latent_figure(vae: VAE, x: np.ndarray, labels: np.ndarray, class_names: Sequence[str] | None = None,
-                  max_points: int = 10_000, seed: int = 0) -> Figure:
-    """Posterior means of ``x`` coloured by label.
+def latent_figure(vae: VAE, x: np.ndarray, labels: np.ndarray | None = None,
+                  class_names: Sequence[str] | None = None, max_points: int = 10_000, seed: int = 0) -> Figure:
+    """Posterior means of ``x`` coloured by label (in one colour with ``labels=None``).
 
     A 2-D latent is drawn as is; a larger one is projected on the first two
     principal components of the means (PCA by SVD); a 1-D latent is drawn
-    against the label.
+    against the label (against random jitter without labels).
     """
-    labels = np.asarray(labels).astype(np.int64)
+    x = np.asarray(x)
     rng = np.random.default_rng(seed)
     order = rng.permutation(x.shape[0])[:max_points]  # random draw order: no class hides the others
-    mu, _ = vae.encode(np.asarray(x)[order])
-    lab = labels[order]
+    mu, _ = vae.encode(x[order])
+    lab = np.asarray(labels).astype(np.int64)[order] if labels is not None else np.zeros(order.size, np.int64)
     k = vae.latent_dim
     fig = _figure("latent")
     ax = fig.add_subplot()
@@ -261,10 +319,14 @@ def latent_figure(vae: VAE, x: np.ndarray, labels: np.ndarray, class_names: Sequ
     if k == 1:
         ax.scatter(mu[:, 0], lab + rng.uniform(-0.3, 0.3, lab.size), c=colors, s=size, alpha=0.6, linewidths=0)
         ax.set_xlabel("z (posterior mean)")
-        ax.set_ylabel("class")
-        classes = np.unique(lab)
-        ax.set_yticks(classes, [_class_name(int(c), class_names) for c in classes])
-        what = "1-D latent means, against the class"
+        if labels is not None:
+            ax.set_ylabel("class")
+            classes = np.unique(lab)
+            ax.set_yticks(classes, [_class_name(int(c), class_names) for c in classes])
+            what = "1-D latent means, against the class"
+        else:
+            ax.set_yticks([])
+            what = "1-D latent means (spread vertically at random)"
     elif k == 2:
         ax.scatter(mu[:, 0], mu[:, 1], c=colors, s=size, alpha=0.6, linewidths=0)
         ax.set_xlabel("$z_1$ (posterior mean)")
@@ -279,10 +341,12 @@ def latent_figure(vae: VAE, x: np.ndarray, labels: np.ndarray, class_names: Sequ
         ax.set_aspect("equal", adjustable="datalim")
         what = f"{k}-D latent means projected on their first 2 principal components (PCA)"
     ax.grid(True, alpha=0.3)
-    ax.set_title(f"Latent space: {what}\nof {len(order):,} held-out examples, coloured by class")
-    handles = [Line2D([], [], ls="", marker="o", ms=8, color=_CLASS_COLORS[int(c) % len(_CLASS_COLORS)],
-                      label=_class_name(int(c), class_names)) for c in np.unique(lab)]
-    fig.legend(handles=handles, loc="outside right center", title="class", fontsize=10, title_fontsize=10)
+    coloured = ", coloured by class" if labels is not None else ""
+    ax.set_title(f"Latent space: {what}\nof {_count(len(order), 'held-out example')}{coloured}")
+    if labels is not None:
+        handles = [Line2D([], [], ls="", marker="o", ms=8, color=_CLASS_COLORS[int(c) % len(_CLASS_COLORS)],
+                          label=_class_name(int(c), class_names)) for c in np.unique(lab)]
+        fig.legend(handles=handles, loc="outside right center", title="class", fontsize=10, title_fontsize=10)
     return fig
 
 
@@ -323,7 +387,8 @@ def interpolation_figure(vae: VAE, x: np.ndarray, labels: np.ndarray, pairs: int
 
     Each row: example A, then ``steps`` decodings of ``(1 - t) mu_A + t mu_B``
     for t from 0 to 1, then example B. A and B are held-out examples of
-    different classes (pairs of classes drawn at random with ``seed``), each
+    different classes (pairs of classes drawn at random with ``seed``, no
+    pair twice: with few classes there are fewer than ``pairs`` rows), each
     the typical one of its class: its posterior mean is the nearest to the
     class's average posterior mean (no odd-looking digit under a class name).
     """
@@ -340,11 +405,13 @@ def interpolation_figure(vae: VAE, x: np.ndarray, labels: np.ndarray, pairs: int
         d = ((mu[members] - mu[members].mean(axis=0)) ** 2).sum(axis=1)
         return int(members[np.argmin(d)])
 
+    # Disjoint pairs of the shuffled classes first, then the other pairs: each pair of classes once.
+    order = [(int(classes[2 * r]), int(classes[2 * r + 1])) for r in range(classes.size // 2)]
+    order += [(int(a), int(b)) for a, b in itertools.combinations(classes.tolist(), 2)
+              if (a, b) not in order and (b, a) not in order]
+    pairs = min(pairs, len(order))
     idx_a, idx_b, names = [], [], []
-    for r in range(pairs):
-        ca, cb = classes[(2 * r) % classes.size], classes[(2 * r + 1) % classes.size]
-        if ca == cb:
-            cb = classes[(2 * r + 2) % classes.size]
+    for ca, cb in order[:pairs]:
         idx_a.append(typical(ca))
         idx_b.append(typical(cb))
         names.append(f"{_class_name(int(ca), class_names)} \u2192 {_class_name(int(cb), class_names)}")
