@@ -88,7 +88,12 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO
     if mode not in ("wb", "w"):
         raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
     target, existing = _prepare(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=_tmp_prefix(target), suffix=_SUFFIX, dir=target.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=_tmp_prefix(target), suffix=_SUFFIX, dir=target.parent)
+    except OSError as exc:  # say what the user asked for, not the name of our temporary
+        via = f" (a link to {target})" if os.fspath(target) != os.fspath(path) else ""
+        raise type(exc)(exc.errno, f"cannot write {os.fspath(path)}{via}: cannot create a file in "
+                        f"{target.parent} ({exc.strerror})") from exc
     try:
         with (os.fdopen(fd, mode, encoding="utf-8") if mode == "w" else os.fdopen(fd, mode)) as fh:
             _copy_permissions(tmp_name, existing)

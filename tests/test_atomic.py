@@ -125,6 +125,18 @@ def test_a_fifo_is_not_replaced(tmp_path):
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and leftovers(tmp_path) == []
 
 
+def test_a_directory_that_refuses_new_files_is_named_not_the_temporary(tmp_path, monkeypatch):
+    """As root every directory is writable, so mkstemp's refusal is simulated: its message named the
+    internal .tmp file."""
+    def refuse(prefix: str, suffix: str, dir: Path) -> tuple[int, str]:
+        raise PermissionError(errno.EACCES, "Permission denied", os.path.join(dir, prefix + "abcdefgh" + suffix))
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", refuse)
+    with pytest.raises(PermissionError, match=r"cannot write .*m\.npz: cannot create a file in .*Permission denied") as info:
+        write(tmp_path / "m.npz")
+    assert ".tmp" not in str(info.value)
+
+
 # ------------------------------------------------------------ long names
 
 @pytest.mark.parametrize("name", ["a" * 250 + ".npz", "é" * 125 + ".npz", "x" * 255])
