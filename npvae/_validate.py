@@ -22,8 +22,21 @@ def _describe(x: object) -> str:
     return f"{type(x).__name__} {x!r}"[:120]
 
 
+PIXEL_HINT = " (scale integer pixels to [0, 1] first, e.g. x / 255.0)"
+
+
+def show(v: float | np.floating, bound: float) -> str:
+    """``v`` for a message about ``bound``: ``%g``, or all the digits its dtype needs to round-trip
+    when ``%g`` would print the bound itself (float32 1.0000001 against 1 prints as 1.0000001, not 1)."""
+    s = f"{float(v):g}"
+    if float(s) == bound and v != bound:
+        s = str(v) if isinstance(v, np.floating) else repr(float(v))
+    return s
+
+
 def check_data(name: str, x: object, *, width: int | None = None, ndim: int = 2,
-               unit_range: bool = False, dtype: np.dtype | type | None = None) -> np.ndarray:
+               unit_range: bool = False, dtype: np.dtype | type | None = None,
+               what: str = "", integer_hint: str = PIXEL_HINT) -> np.ndarray:
     """Check a data array and return it as a C-contiguous array of ``dtype``.
 
     Parameters
@@ -42,6 +55,11 @@ def check_data(name: str, x: object, *, width: int | None = None, ndim: int = 2,
     dtype
         Convert to this float dtype (a copy only when the dtype or layout
         differs). ``None`` keeps the array's own float dtype.
+    what
+        What the array holds, for the dtype message (``" of latent codes"``).
+    integer_hint
+        Appended to the dtype message for an integer array (default: scale
+        integer pixels to [0, 1]).
 
     Raises
     ------
@@ -55,22 +73,23 @@ def check_data(name: str, x: object, *, width: int | None = None, ndim: int = 2,
         hint = " (convert with np.asarray(..., dtype=np.float32))" if isinstance(x, (list, tuple)) else ""
         raise TypeError(f"{name} must be a NumPy array, got {_describe(x)}{hint}")
     if not np.issubdtype(x.dtype, np.floating):
-        hint = " (scale integer pixels to [0, 1] first, e.g. x / 255.0)" if np.issubdtype(x.dtype, np.integer) else ""
-        raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}{hint}")
+        hint = integer_hint if np.issubdtype(x.dtype, np.integer) else ""
+        raise TypeError(f"{name} must be a floating-point array{what}, got dtype {x.dtype}{hint}")
     if x.ndim != ndim:
-        want = f"(n, {width})" if ndim == 2 and width is not None else f"{ndim} dimensions"
+        want = f"(n, {width if width is not None else 'd'})" if ndim == 2 else f"{ndim} dimensions"
         raise ValueError(f"{name} must have shape {want}, got shape {x.shape}")
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty (shape {x.shape}); need at least one row")
     if width is not None and x.shape[-1] != width:
         raise ValueError(f"{name} must have {width} columns (shape (n, {width})), got shape {x.shape}")
-    lo, hi = float(np.min(x)), float(np.max(x))
+    lo_v, hi_v = np.min(x), np.max(x)  # in the array's dtype, for the message
+    lo, hi = float(lo_v), float(hi_v)
     if not (np.isfinite(lo) and np.isfinite(hi)):
         bad = int(np.count_nonzero(~np.isfinite(x)))
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
     if unit_range and (lo < 0.0 or hi > 1.0):
         raise ValueError(
-            f"{name} must lie in [0, 1] for the Bernoulli likelihood, got values in [{lo:g}, {hi:g}]"
+            f"{name} must lie in [0, 1] for the Bernoulli likelihood, got values in [{show(lo_v, 0.0)}, {show(hi_v, 1.0)}]"
             + (" (divide by 255?)" if hi > 1.0 else ""))
     if dtype is not None:
         x = np.ascontiguousarray(x, dtype=dtype)
@@ -95,10 +114,29 @@ def check_float(name: str, v: object, *, minimum: float = 0.0, inclusive: bool =
     if not np.isfinite(v):
         raise ValueError(f"{name} must be finite, got {v}")
     if v < minimum or (v == minimum and not inclusive):
-        raise ValueError(f"{name} must be {'>=' if inclusive else '>'} {minimum:g}, got {v:g}")
+        raise ValueError(f"{name} must be {'>=' if inclusive else '>'} {minimum:g}, got {show(v, minimum)}")
     if maximum is not None and v >= maximum:
-        raise ValueError(f"{name} must be < {maximum:g}, got {v:g}")
+        raise ValueError(f"{name} must be < {maximum:g}, got {show(v, maximum)}")
     return v
+
+
+def check_rng(name: str, rng: object, default: np.random.Generator | int | None) -> np.random.Generator:
+    """The Generator to draw from: ``rng`` itself, a new one seeded with ``rng`` if it is an int,
+    or, when ``rng`` is ``None``, ``default`` treated the same way (``None``: unseeded).
+
+    Never NumPy's global random state. Anything else (a ``RandomState``, a
+    float, a string) is a ``TypeError``; a negative seed is a ``ValueError``.
+    """
+    if rng is None:
+        rng = default
+        if rng is None:
+            return np.random.default_rng()
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, bool) or not isinstance(rng, numbers.Integral):
+        hint = " (use np.random.default_rng(seed))" if isinstance(rng, np.random.RandomState) else ""
+        raise TypeError(f"{name} must be a np.random.Generator or an int seed, got {_describe(rng)}{hint}")
+    return np.random.default_rng(check_int(name, rng, minimum=0))
 
 
 def check_choice(name: str, v: object, choices: Iterable[str]) -> str:
