@@ -29,6 +29,7 @@ _LAZY = {
     "save_checkpoint": ("checkpoint", "save_checkpoint"),
     "load_checkpoint": ("checkpoint", "load_checkpoint"),
     "DataFileError": ("errors", "DataFileError"),
+    "DataNotFoundError": ("errors", "DataNotFoundError"),
     "ChecksumError": ("errors", "ChecksumError"),
     "CheckpointError": ("errors", "CheckpointError"),
     "warmup": ("_warmup", "warmup"),

@@ -26,7 +26,8 @@ DOCUMENTED = {
     "train": "function", "resume": "function", "TrainingDivergedError": "class", "TrainingInterrupted": "class",
     "gradcheck": "function", "check_vjp": "function", "numerical_gradient": "function",
     "GradcheckResult": "class", "save_checkpoint": "function", "load_checkpoint": "function",
-    "DataFileError": "class", "ChecksumError": "class", "CheckpointError": "class", "warmup": "function",
+    "DataFileError": "class", "DataNotFoundError": "class", "ChecksumError": "class", "CheckpointError": "class",
+    "warmup": "function",
     "load_mnist": "function", "load_fashion_mnist": "function", "load_mnist_5k": "function",
     "ProgressBar": "class",
 }
