@@ -108,3 +108,71 @@ def test_dense_rejects_bad_arguments():
         Dense(0, 2)
     with pytest.raises(TypeError, match="dtype"):
         Dense(3, 2, dtype=np.int32)
+
+
+def test_dense_forward_checks_its_input():
+    layer = Dense(5, 4, "tanh", rng=np.random.default_rng(0), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"^x must have shape \(n, 5\), got shape \(5,\)$"):
+        layer.forward(np.ones(5))
+    with pytest.raises(ValueError, match=r"^x must have 5 columns \(shape \(n, 5\)\), got shape \(3, 6\)$"):
+        layer.forward(np.ones((3, 6)))
+    with pytest.raises(TypeError, match="x must be a floating-point array, got dtype int64"):
+        layer.forward(np.ones((3, 5), dtype=np.int64))
+    with pytest.raises(TypeError, match="x must be a NumPy array, got list"):
+        layer.forward([[1.0] * 5])
+    x = np.ones((3, 5))
+    x[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"x contains 1 NaN or infinite value\(s\)"):
+        layer.forward(x)
+    with pytest.raises(ValueError, match="x is empty"):
+        layer.forward(np.ones((0, 5)))
+    y = layer.forward(np.ones((3, 5)))  # float64 input goes through in the layer's dtype
+    assert y.shape == (3, 4) and y.dtype == np.float32
+
+
+def test_dense_and_activation_backward_check_dy():
+    layer = Dense(5, 4, "tanh", rng=np.random.default_rng(0))
+    layer.forward(np.ones((3, 5)))
+    with pytest.raises(TypeError, match="dy must be a floating-point array, got dtype int64"):
+        layer.backward(np.ones((3, 4), dtype=np.int64))
+    bad = np.ones((3, 4))
+    bad[0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"dy contains 1 NaN or infinite value\(s\)"):
+        layer.backward(bad)
+    with pytest.raises(ValueError, match=r"dy must have the shape of the last forward output, \(3, 4\), got \(4,\)"):
+        layer.backward(np.ones(4))
+    act = Activation("sigmoid")
+    with pytest.raises(RuntimeError, match="Activation.backward called before forward"):
+        act.backward(np.ones((2, 2)))
+    with pytest.raises(ValueError, match=r"^x must have shape \(n, d\), got shape \(2, 2, 2\)$"):
+        act.forward(np.ones((2, 2, 2)))
+    act.forward(np.ones((2, 2)))
+    with pytest.raises(TypeError, match="dy must be a NumPy array, got list"):
+        act.backward([[1.0, 1.0], [1.0, 1.0]])
+
+
+def test_checked_and_internal_entries_compute_the_same():
+    """The public entries check and then run exactly the internal path the VAE uses."""
+    rng = np.random.default_rng(4)
+    a = Dense(6, 5, "softplus", rng=np.random.default_rng(1))
+    b = Dense(6, 5, "softplus", rng=np.random.default_rng(1))
+    x, dy = rng.standard_normal((7, 6)), rng.standard_normal((7, 5))
+    np.testing.assert_array_equal(a.forward(x), b._forward(x))
+    np.testing.assert_array_equal(a.backward(dy), b._backward(dy))
+    for k in a.params:
+        np.testing.assert_array_equal(a.grads[k], b.grads[k])
+    assert a.backward(dy, need_dx=False) is None
+
+
+def test_layer_params_cannot_be_rebound_only_written_in_place():
+    layer = Dense(3, 2, rng=np.random.default_rng(0))
+    w = layer.params["W"]
+    with pytest.raises(TypeError, match=r"params\['W'\] cannot be rebound.*params\['W'\]\[\.\.\.\] = "):
+        layer.params["W"] = np.zeros((3, 2))
+    with pytest.raises(TypeError, match="cannot be rebound"):
+        layer.grads["b"] = np.zeros(2)
+    with pytest.raises(TypeError, match="cannot be removed"):
+        del layer.params["b"]
+    layer.params["W"][...] = 2.0
+    assert layer.params["W"] is w and np.all(w == 2.0)
+    assert dict(layer.params).keys() == {"W", "b"} and len(layer.params) == 2 and "W" in layer.params
