@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from . import kernels
-from ._validate import check_choice, check_data, check_dtype, check_float, check_int
-from .layers import Dense, Workspaces
+from ._validate import check_choice, check_data, check_dtype, check_float, check_int, check_rng
+from .layers import ArrayDict, Dense, Workspaces
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 _EVAL_CHUNK = 1024
@@ -60,10 +62,37 @@ class VAE:
 
     Attributes
     ----------
-    params : dict[str, np.ndarray]
+    params : Mapping[str, np.ndarray]
         Every trainable array, by name (``encoder.0.W``, ..., ``encoder.head.b``,
         ``decoder.0.W``, ..., ``decoder.out.b``). The head's weight has 2K
-        columns: the first K give ``mu``, the last K give ``logvar``.
+        columns: the first K give ``mu``, the last K give ``logvar``. The
+        arrays are the layers' own: write into them in place
+        (``vae.params[name][...] = value``). Rebinding an entry
+        (``vae.params[name] = value``) raises a ``TypeError``: the layers, the
+        optimizer and :meth:`save` would no longer agree on the parameters.
+    grads : Mapping[str, np.ndarray]
+        The gradients of the last training step, same keys and shapes,
+        overwritten by the next one; read-only in the same way.
+    beta, sigma_dec, n_samples
+        May be changed after construction; each assignment is checked as the
+        constructor checks it (a finite float >= 0; a finite float > 0; an
+        integer >= 1).
+
+    Notes
+    -----
+    Threads: the model reuses work buffers between calls, so its public
+    methods (:meth:`encode`, :meth:`decode`, :meth:`sample`,
+    :meth:`reconstruct`, :meth:`evaluate`, :meth:`evaluate_terms`,
+    :meth:`loss_terms`, :meth:`loss_and_grads`, :meth:`save`) take a lock
+    held by the model: calling them on one model from several threads is safe
+    and gives each caller exactly the single-threaded result, but the calls run
+    one at a time (NumPy's BLAS still uses every core inside each). For
+    parallel inference, give each thread its own model (``VAE.load`` of one
+    file). Training one model from two threads at once, or calling it while
+    :func:`npvae.train` trains it, is not safe: the parameters change under
+    the other caller, and the fused training step does not take the lock.
+    The model's own Generator (used when no ``rng`` or ``eps`` is given) is
+    shared, so concurrent callers that rely on it draw in an unspecified order.
     """
 
     def __init__(self, input_dim: int, hidden_dims: Sequence[int] = (400,), latent_dim: int = 20,
@@ -77,10 +106,10 @@ class VAE:
         self.latent_dim = check_int("latent_dim", latent_dim)
         self.likelihood = check_choice("likelihood", likelihood, LIKELIHOODS)
         self.activation = check_choice("activation", activation, kernels.ACTIVATIONS)
-        self.beta = check_float("beta", beta, minimum=0.0, inclusive=True)
-        self.n_samples = check_int("n_samples", n_samples)
+        self._lock = threading.RLock()
+        self.beta = beta
         self.dtype = check_dtype("dtype", dtype)
-        self.sigma_dec = check_float("sigma_dec", sigma_dec, minimum=0.0)
+        self.sigma_dec = sigma_dec
         self.alpha = check_float("alpha", alpha, minimum=0.0)
         if seed is not None:
             seed = check_int("seed", seed, minimum=0)
@@ -95,16 +124,101 @@ class VAE:
         self.decoder = [mk(rdims[i], rdims[i + 1], activation) for i in range(len(self.hidden_dims))]
         self.out = mk(rdims[-1], self.input_dim, "identity")
 
-        self.params: dict[str, np.ndarray] = {}
-        self.grads: dict[str, np.ndarray] = {}  # owned by the layers, overwritten by each step
+        params: dict[str, np.ndarray] = {}
+        grads: dict[str, np.ndarray] = {}  # owned by the layers, overwritten by each step
         for name, layer in self._named_layers():
             for k in ("W", "b"):
-                self.params[f"{name}.{k}"] = layer.params[k]
-                self.grads[f"{name}.{k}"] = layer.grads[k]
-        k, l_ = self.latent_dim, self.n_samples
-        # per batch size: the noise, z (row l*B + i once reshaped to (L*B, K)), and sigma for backward
-        self._noise = Workspaces({"eps": (l_, -1, k), "z": (l_, -1, k), "sigma": (-1, k)}, self.dtype)
+                params[f"{name}.{k}"] = layer.params[k]
+                grads[f"{name}.{k}"] = layer.grads[k]
+        self._params = ArrayDict(params, "vae.params")
+        self._grads = ArrayDict(grads, "vae.grads")
+        self.n_samples = n_samples  # makes the noise workspaces
         self._row_tmp = np.empty(self.input_dim, self.dtype)
+
+    # ------------------------------------------------------------------ checked attributes
+    @property
+    def params(self) -> ArrayDict:
+        """Every trainable array by name; write in place, never rebind (see the class docstring)."""
+        return self._params
+
+    @params.setter
+    def params(self, value: object) -> None:
+        raise AttributeError("vae.params cannot be replaced: the layers hold the arrays. Write into each "
+                             "array in place (vae.params[name][...] = value), or load a saved model")
+
+    @property
+    def grads(self) -> ArrayDict:
+        """The gradients of the last step by name, the layers' own arrays (read-only mapping)."""
+        return self._grads
+
+    @grads.setter
+    def grads(self, value: object) -> None:
+        raise AttributeError("vae.grads cannot be replaced: the layers write into these arrays")
+
+    @property
+    def beta(self) -> float:
+        """Weight of the KL term; assigning checks it (a finite number >= 0)."""
+        return self._beta
+
+    @beta.setter
+    def beta(self, value: float) -> None:
+        self._beta = check_float("beta", value, minimum=0.0, inclusive=True)
+
+    @property
+    def sigma_dec(self) -> float:
+        """Standard deviation of the Gaussian decoder; assigning checks it (a finite number > 0)."""
+        return self._sigma_dec
+
+    @sigma_dec.setter
+    def sigma_dec(self, value: float) -> None:
+        self._sigma_dec = check_float("sigma_dec", value, minimum=0.0)
+
+    @property
+    def n_samples(self) -> int:
+        """L, the Monte Carlo samples of z per example; assigning checks it (an integer >= 1)
+        and resizes the noise workspaces."""
+        return self._n_samples
+
+    @n_samples.setter
+    def n_samples(self, value: int) -> None:
+        n = check_int("n_samples", value)
+        with self._lock:
+            k = self.latent_dim
+            self._n_samples = n
+            # per batch size: the noise, z (row l*B + i once reshaped to (L*B, K)), and sigma for backward
+            self._noise = Workspaces({"eps": (n, -1, k), "z": (n, -1, k), "sigma": (-1, k)}, self.dtype)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """For copy.deepcopy: everything but the lock, which is not copyable."""
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
+    def _rebind_param(self, name: str, param: np.ndarray, grad: np.ndarray) -> None:
+        """Give parameter ``name`` and its gradient new arrays, in the layer and in both mappings.
+
+        Internal (for code that lays the parameters out in memory itself, as
+        benchmarks/shared_pool.py does); the arrays must have the old shape and
+        dtype and be C-contiguous. An optimizer already bound to the old arrays
+        will refuse the new ones: reset it.
+        """
+        with self._lock:
+            layer_name, k = name.rsplit(".", 1)
+            layer = dict(self._named_layers())[layer_name]
+            old = self._params[name]
+            for what, a in (("param", param), ("grad", grad)):
+                if (not isinstance(a, np.ndarray) or a.shape != old.shape or a.dtype != old.dtype
+                        or not a.flags.c_contiguous):
+                    raise ValueError(f"{what} for {name!r} must be a C-contiguous array of shape {old.shape} and "
+                                     f"dtype {old.dtype}, got {getattr(a, 'shape', type(a).__name__)}")
+            layer.params._rebind(k, param)
+            layer.grads._rebind(k, grad)
+            self._params._rebind(name, param)
+            self._grads._rebind(name, grad)
 
     # ------------------------------------------------------------------ structure
     def _named_layers(self) -> list[tuple[str, Dense]]:
@@ -150,14 +264,14 @@ class VAE:
     def _encode_raw(self, x: np.ndarray) -> np.ndarray:
         h = x
         for layer in self.encoder:
-            h = layer.forward(h)
-        return self.head.forward(h)
+            h = layer._forward(h)
+        return self.head._forward(h)
 
     def _decode_raw(self, z: np.ndarray) -> np.ndarray:
         h = z
         for layer in self.decoder:
-            h = layer.forward(h)
-        return self.out.forward(h)
+            h = layer._forward(h)
+        return self.out._forward(h)
 
     def _loss_terms(self, x: np.ndarray, eps: np.ndarray | None, rng: np.random.Generator,
                     backward: bool) -> tuple[float, float]:
@@ -184,13 +298,16 @@ class VAE:
         if backward:
             d = self.out.backward_affine(dout)
             for layer in reversed(self.decoder):
-                d = layer.backward(d)
+                assert d is not None  # every decoder layer returns dx
+                d = layer._backward(d)
+            assert d is not None
             dml = self.head.pre_activation_grad_buffer(b)
             kernels.reparam_kl_backward(d, eps, ml, nb["sigma"], dml, self.head.grads["b"],
                                         self.dtype.type(self.beta / b))
             d = self.head.backward_affine(dml, need_dx=bool(self.encoder))
             for i in range(len(self.encoder) - 1, -1, -1):
-                d = self.encoder[i].backward(d, need_dx=i > 0)
+                assert d is not None  # None only from the first layer, which is last here
+                d = self.encoder[i]._backward(d, need_dx=i > 0)
         return nll_sum / (b * l_), kl_sum / b
 
     def _likelihood_scale(self, rows: int) -> float:
@@ -212,8 +329,9 @@ class VAE:
 
     def _step(self, x: np.ndarray, eps: np.ndarray | None = None, rng: np.random.Generator | None = None) -> float:
         """Loss and gradients into ``self.grads`` for a checked batch, without copies (training's path)."""
-        nll, kl = self._loss_terms(x, eps, rng if rng is not None else self.rng, backward=True)
-        return nll + self.beta * kl
+        with self._lock:
+            nll, kl = self._loss_terms(x, eps, rng if rng is not None else self.rng, backward=True)
+            return nll + self.beta * kl
 
     # ------------------------------------------------------------------ public API
     def loss_and_grads(self, x: np.ndarray, eps: np.ndarray | None = None) -> tuple[float, dict[str, np.ndarray]]:
@@ -236,10 +354,11 @@ class VAE:
             Same keys and shapes as :attr:`params`; fresh copies the caller owns.
         """
         x = self._check_x(x)
-        if eps is not None:
-            eps = self._check_eps(eps, x.shape[0])
-        loss = self._step(x, eps)
-        return loss, {k: g.copy() for k, g in self.grads.items()}
+        with self._lock:
+            if eps is not None:
+                eps = self._check_eps(eps, x.shape[0])
+            loss = self._step(x, eps)
+            return loss, {k: g.copy() for k, g in self.grads.items()}
 
     def loss_terms(self, x: np.ndarray, eps: np.ndarray | None = None) -> tuple[float, float]:
         """``(reconstruction, kl)``: mean negative log-likelihood and mean KL per example.
@@ -247,33 +366,38 @@ class VAE:
         The loss is ``reconstruction + beta * kl``. No gradients are computed.
         """
         x = self._check_x(x)
-        if eps is not None:
-            eps = self._check_eps(eps, x.shape[0])
-        return self._loss_terms(x, eps, self.rng, backward=False)
+        with self._lock:
+            if eps is not None:
+                eps = self._check_eps(eps, x.shape[0])
+            return self._loss_terms(x, eps, self.rng, backward=False)
 
-    def evaluate(self, x: np.ndarray, rng: np.random.Generator | None = None, batch_size: int = _EVAL_CHUNK) -> float:
+    def evaluate(self, x: np.ndarray, rng: np.random.Generator | int | None = None,
+                 batch_size: int = _EVAL_CHUNK) -> float:
         """Mean negative ELBO over ``x`` (float), computed in chunks.
 
-        The Monte Carlo noise comes from ``rng`` or, by default, from a fresh
-        Generator seeded with 0, so that the same model on the same data gives
-        the same number and evaluating never disturbs the training noise.
+        The Monte Carlo noise comes from ``rng`` (a Generator, or an int seed)
+        or, by default, from a fresh Generator seeded with 0, so that the same
+        model on the same data gives the same number and evaluating never
+        disturbs the training noise.
         """
-        rec, kl = self.evaluate_terms(x, rng, batch_size)
-        return rec + self.beta * kl
+        with self._lock:  # beta read under the same lock as the terms
+            rec, kl = self.evaluate_terms(x, rng, batch_size)
+            return rec + self.beta * kl
 
-    def evaluate_terms(self, x: np.ndarray, rng: np.random.Generator | None = None,
+    def evaluate_terms(self, x: np.ndarray, rng: np.random.Generator | int | None = None,
                        batch_size: int = _EVAL_CHUNK) -> tuple[float, float]:
         """``(reconstruction, kl)`` means over ``x``, with the same chunks and noise as :meth:`evaluate`,
         so that ``evaluate(x) == reconstruction + beta * kl``."""
         x = self._check_x(x)
-        rng = rng if rng is not None else np.random.default_rng(0)
+        rng = check_rng("rng", rng, 0)
         batch_size = check_int("batch_size", batch_size)
         rec = kl = 0.0
-        for start in range(0, x.shape[0], batch_size):
-            xb = x[start:start + batch_size]
-            r, k = self._loss_terms(xb, None, rng, backward=False)
-            rec += r * xb.shape[0]
-            kl += k * xb.shape[0]
+        with self._lock:
+            for start in range(0, x.shape[0], batch_size):
+                xb = x[start:start + batch_size]
+                r, k = self._loss_terms(xb, None, rng, backward=False)
+                rec += r * xb.shape[0]
+                kl += k * xb.shape[0]
         return rec / x.shape[0], kl / x.shape[0]
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -281,41 +405,56 @@ class VAE:
         x = self._check_x(x)
         k = self.latent_dim
         mus, logvars = [], []
-        for start in range(0, x.shape[0], _EVAL_CHUNK):
-            ml = self._encode_raw(x[start:start + _EVAL_CHUNK])
-            mus.append(ml[:, :k].copy())
-            logvars.append(ml[:, k:].copy())
+        with self._lock:
+            for start in range(0, x.shape[0], _EVAL_CHUNK):
+                ml = self._encode_raw(x[start:start + _EVAL_CHUNK])
+                mus.append(ml[:, :k].copy())
+                logvars.append(ml[:, k:].copy())
         return np.concatenate(mus), np.concatenate(logvars)
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """Mean of p(x | z) for ``z`` of shape (n, latent_dim): probabilities
-        (sigmoid of the logits) for Bernoulli, the mean for Gaussian."""
-        z = check_data("z", z, width=self.latent_dim, dtype=self.dtype)
+        (sigmoid of the logits) for Bernoulli, the mean for Gaussian.
+
+        Integer codes (a grid of points, say) are converted to the model's dtype.
+        """
+        if isinstance(z, np.ndarray) and np.issubdtype(z.dtype, np.integer):
+            z = z.astype(self.dtype)
+        z = check_data("z", z, width=self.latent_dim, dtype=self.dtype, what=" of latent codes",
+                       integer_hint="")
         parts = []
-        for start in range(0, z.shape[0], _EVAL_CHUNK):
-            out = self._decode_raw(z[start:start + _EVAL_CHUNK])
-            if self.likelihood == "bernoulli":
-                e = np.exp(-np.abs(out))
-                out = np.where(out >= 0, 1 / (1 + e), e / (1 + e))
-            parts.append(np.array(out, dtype=self.dtype))
+        with self._lock:
+            for start in range(0, z.shape[0], _EVAL_CHUNK):
+                out = self._decode_raw(z[start:start + _EVAL_CHUNK])
+                if self.likelihood == "bernoulli":
+                    e = np.exp(-np.abs(out))
+                    out = np.where(out >= 0, 1 / (1 + e), e / (1 + e))
+                parts.append(np.array(out, dtype=self.dtype))
         return np.concatenate(parts)
 
-    def sample(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
-        """Decode ``n`` draws of z from the prior N(0, I); returns (n, input_dim) means."""
+    def sample(self, n: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
+        """Decode ``n`` draws of z from the prior N(0, I); returns (n, input_dim) means.
+
+        The draws come from ``rng`` (a Generator, or an int seed), by default
+        from the model's own Generator.
+        """
         n = check_int("n", n)
-        rng = rng if rng is not None else self.rng
-        return self.decode(rng.standard_normal((n, self.latent_dim)).astype(self.dtype))
+        with self._lock:
+            rng = check_rng("rng", rng, self.rng)
+            return self.decode(rng.standard_normal((n, self.latent_dim)).astype(self.dtype))
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         """Decode the posterior mean ``mu`` of each example: a deterministic reconstruction."""
-        mu, _ = self.encode(x)
-        return self.decode(mu)
+        with self._lock:
+            mu, _ = self.encode(x)
+            return self.decode(mu)
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the architecture and parameters to an ``.npz`` file, atomically."""
         from .checkpoint import save_model
-        save_model(self, path)
+        with self._lock:
+            save_model(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> VAE:

@@ -101,3 +101,138 @@ def markdown_table() -> str:
 
 if __name__ == "__main__":
     print(markdown_table())
+
+
+# ------------------------------------------------------------------ issue #20, item 12
+@pytest.mark.parametrize("method", ["evaluate", "evaluate_terms", "sample"])
+def test_an_int_seed_is_accepted_wherever_an_rng_is(method):
+    v = vae()
+    arg = 5 if method == "sample" else X
+    seeded = getattr(v, method)(arg, rng=3)
+    generator = getattr(v, method)(arg, rng=np.random.default_rng(3))
+    np.testing.assert_array_equal(seeded, generator)
+    with pytest.raises(TypeError, match=r"^rng must be a np.random.Generator or an int seed, got str 'abc'"):
+        getattr(v, method)(arg, rng="abc")
+    with pytest.raises(TypeError, match=r"rng must be a np.random.Generator or an int seed, got RandomState"):
+        getattr(v, method)(arg, rng=np.random.RandomState(0))
+    with pytest.raises(ValueError, match="rng must be >= 0, got -1"):
+        getattr(v, method)(arg, rng=-1)
+
+
+def test_check_rng_helper():
+    from npvae._validate import check_rng
+
+    g = np.random.default_rng(1)
+    assert check_rng("rng", g, None) is g
+    assert check_rng("rng", None, g) is g
+    assert check_rng("rng", 7, None).standard_normal() == np.random.default_rng(7).standard_normal()
+    assert check_rng("rng", None, 7).standard_normal() == np.random.default_rng(7).standard_normal()
+    assert isinstance(check_rng("rng", None, None), np.random.Generator)
+    with pytest.raises(TypeError, match="seed must be a np.random.Generator or an int seed, got bool True"):
+        check_rng("seed", True, None)
+
+
+def test_decode_takes_integer_codes_and_names_latent_codes_otherwise():
+    v = vae()
+    np.testing.assert_array_equal(v.decode(np.zeros((2, 2), dtype=int)), v.decode(np.zeros((2, 2), np.float32)))
+    with pytest.raises(TypeError) as info:
+        v.decode(np.zeros((2, 2), dtype=bool))
+    assert "z must be a floating-point array of latent codes" in str(info.value)
+    assert "pixel" not in str(info.value) and "255" not in str(info.value)
+
+
+def test_n_samples_can_be_changed_after_construction():
+    v, fresh = vae(), vae(n_samples=3)
+    v.n_samples = 3
+    eps = np.random.default_rng(0).standard_normal((3, 16, 2))
+    loss, grads = v.loss_and_grads(X, eps)
+    loss3, grads3 = fresh.loss_and_grads(X, eps)
+    assert loss == loss3 and v.n_samples == 3 and v.config()["n_samples"] == 3
+    for k in grads:
+        np.testing.assert_array_equal(grads[k], grads3[k])
+    assert np.isfinite(v.evaluate(X)) and np.isfinite(v.loss_terms(X)[0])
+    with pytest.raises(ValueError, match="n_samples must be >= 1, got 0"):
+        v.n_samples = 0
+    with pytest.raises(TypeError, match="n_samples must be an integer, got float 2.0"):
+        v.n_samples = 2.0
+    assert v.n_samples == 3
+
+
+@pytest.mark.parametrize("attr,value,exc,fragment", [
+    ("beta", -1, ValueError, "beta must be >= 0, got -1"),
+    ("beta", float("nan"), ValueError, "beta must be finite, got nan"),
+    ("beta", "1", TypeError, "beta must be a number, got str '1'"),
+    ("sigma_dec", 0.0, ValueError, "sigma_dec must be > 0, got 0"),
+    ("sigma_dec", float("inf"), ValueError, "sigma_dec must be finite, got inf"),
+    ("sigma_dec", None, TypeError, "sigma_dec must be a number, got NoneType None"),
+])
+def test_beta_and_sigma_dec_assignment_is_validated(attr, value, exc, fragment):
+    v = vae(likelihood="gaussian")
+    before = getattr(v, attr)
+    with pytest.raises(exc) as info:
+        setattr(v, attr, value)
+    assert type(info.value) is exc and fragment in str(info.value), str(info.value)
+    assert getattr(v, attr) == before
+
+
+def test_beta_and_sigma_dec_assignment_takes_effect():
+    v, ref = vae(likelihood="gaussian"), vae(likelihood="gaussian", beta=0.5, sigma_dec=2.0)
+    v.beta, v.sigma_dec = np.float32(0.5), 2
+    assert type(v.beta) is float and type(v.sigma_dec) is float
+    eps = np.zeros((16, 2))
+    assert v.loss_and_grads(X, eps)[0] == ref.loss_and_grads(X, eps)[0]
+
+
+def test_a_value_just_outside_the_range_is_printed_with_enough_digits():
+    x = X.copy()
+    x[2, 3] = 1.0000001
+    with pytest.raises(ValueError) as info:
+        vae().evaluate(x)
+    assert "1.0000001]" in str(info.value), str(info.value)
+    with pytest.raises(ValueError, match=r"betas\[1\] must be < 1, got 1.0000001$"):
+        npvae.Adam(betas=(0.9, 1.0000001))
+    with pytest.raises(ValueError, match=r"beta must be >= 0, got -1e-12$"):
+        vae(beta=-1e-12)
+    with pytest.raises(ValueError, match=r"momentum must be < 1, got 1$"):
+        npvae.SGD(lr=0.1, momentum=1.0)
+
+
+# ------------------------------------------------------------------ issue #20, item 10
+def test_params_refuse_rebinding_and_say_to_write_in_place():
+    from collections.abc import Mapping
+
+    v = vae()
+    names = list(v.params)
+    b = v.params["decoder.out.b"]
+    with pytest.raises(TypeError) as info:
+        v.params["decoder.out.b"] = np.ones(12, np.float32)
+    msg = str(info.value)
+    assert "vae.params['decoder.out.b'] cannot be rebound" in msg and "vae.params['decoder.out.b'][...] = " in msg
+    with pytest.raises(TypeError, match="cannot be rebound"):
+        v.grads["decoder.out.b"] = np.ones(12, np.float32)
+    with pytest.raises(TypeError, match="cannot be removed"):
+        del v.params["encoder.0.W"]
+    with pytest.raises(AttributeError, match="vae.params cannot be replaced"):
+        v.params = {}
+    v.params["decoder.out.b"][...] = 0.25  # in place: the forward pass sees it
+    assert v.params["decoder.out.b"] is b and v.out.params["b"] is b and np.all(b == 0.25)
+    assert isinstance(v.params, Mapping) and list(v.params) == names and len(v.params) == len(names)
+    assert [k for k, _ in v.params.items()] == names and all(a is v.params[k] for k, a in v.params.items())
+    assert {**v.params}.keys() == set(names) and "encoder.0.W" in v.params
+
+
+def test_an_internal_rebind_keeps_the_layers_the_mappings_and_save_in_step(tmp_path):
+    """VAE._rebind_param (for code that lays the parameters out itself) moves every holder at once."""
+    v = vae(dtype=np.float64)
+    flat = np.zeros(v.params["decoder.out.b"].size + 1)
+    new_b, new_g = flat[1:], np.zeros(12)
+    new_b[...] = 0.5
+    v._rebind_param("decoder.out.b", new_b, new_g)
+    assert v.params["decoder.out.b"] is new_b and v.out.params["b"] is new_b
+    assert v.grads["decoder.out.b"] is new_g and v.out.grads["b"] is new_g
+    v.loss_and_grads(X, np.zeros((16, 2)))
+    assert np.any(new_g != 0)
+    v.save(tmp_path / "m.npz")
+    np.testing.assert_array_equal(npvae.VAE.load(tmp_path / "m.npz").params["decoder.out.b"], new_b)
+    with pytest.raises(ValueError, match=r"param for 'decoder.out.b' must be a C-contiguous array of shape \(12,\)"):
+        v._rebind_param("decoder.out.b", np.zeros(11), np.zeros(12))
