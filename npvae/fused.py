@@ -139,7 +139,10 @@ def fused_step(gemm: int, src: np.ndarray, idx: np.ndarray, gather_scale: float,
 
     ``gemm`` is the address of ``cblas_?gemm`` for the dtype. ``ints``:
     n_hidden, activation kind, likelihood (0 Bernoulli, 1 Gaussian), parts,
-    bytes per element, 1 if the BLAS takes 64-bit sizes. ``reals``: alpha,
+    bytes per element, 1 if the BLAS takes 64-bit sizes, 1 for a training
+    step (0: the forward pass and the loss only, for evaluation: ``sums``
+    gets the likelihood and KL sums, nothing else is written but the
+    workspaces, and only ``dY[n - 1]`` of ``dY`` is used). ``reals``: alpha,
     the loss kernel's scale, the KL scale (beta / B). ``adam``:
     :func:`npvae.optim.adam_kernel_args` for this step. On return ``sums``
     holds the likelihood kernel's sum over the batch, the summed KL,
@@ -148,6 +151,7 @@ def fused_step(gemm: int, src: np.ndarray, idx: np.ndarray, gather_scale: float,
     last values.
     """
     n_hidden, kind, likelihood, parts, f, wide = ints[0], ints[1], ints[2], ints[3], ints[4], ints[5] != 0
+    train = ints[6] != 0
     alpha, loss_scale, kl_scale = reals[0], reals[1], reals[2]
     n = len(Ws)
     head, first_dec = n_hidden, n_hidden + 1
@@ -173,6 +177,8 @@ def fused_step(gemm: int, src: np.ndarray, idx: np.ndarray, gather_scale: float,
         else:
             part_lik[i] = kernels.gaussian_sq_err(out, xb[r0:r1], dout, loss_scale, dbpart[i, n - 1, :p])
         for li in range(n - 1, 0, -1):
+            if not train:
+                break
             d_in, d_out = Ws[li].shape
             below = dz if li == first_dec else dY[li - 1]
             _gemm(gemm, wide, False, True, m, d_in, d_out, dY[li].ctypes.data + r0 * d_out * f, d_out,
@@ -188,7 +194,7 @@ def fused_step(gemm: int, src: np.ndarray, idx: np.ndarray, gather_scale: float,
         lik += part_lik[i]
         kl += part_kl[i]
     sums[0], sums[1], sums[2], sums[3] = lik, kl, 0.0, 0.0
-    if not abs(lik + kl) <= _FINITE:
+    if not train or not abs(lik + kl) <= _FINITE:
         return
     for i in prange(parts):
         sq = 0.0
@@ -305,7 +311,9 @@ class FusedStep:
         kind = hidden[0]._kind if hidden else IDENTITY
         alpha = hidden[0]._alpha if hidden else 0.0
         self.ints = np.array([len(vae.hidden_dims), kind, _likelihood_code(vae), self.parts, vae.dtype.itemsize,
-                              blas.wide], np.int64)
+                              blas.wide, 1], np.int64)
+        self.eval_ints = self.ints.copy()  # the same, for the loss alone (evaluate_terms)
+        self.eval_ints[6] = 0
         # alpha, then the loss kernel's scale and the KL's (beta / B), written at every call
         self.reals = np.array([alpha, 0.0, 0.0], vae.dtype)
         self.dbpart = np.zeros((self.parts, len(layers), max(self.widths)), vae.dtype)
@@ -314,6 +322,7 @@ class FusedStep:
         self.sums = np.zeros(4)
         self.adam = np.zeros(7, vae.dtype)  # this step's adam_kernel_args
         self._ws: dict[int, tuple] = {}
+        self._eval_ws: dict[int, tuple] = {}
 
     def _bind_moments(self) -> None:
         """Adam's moment arrays, as its :meth:`~npvae.Adam._flat_views` gives them now (new ones after
@@ -345,17 +354,65 @@ class FusedStep:
             self._ws[b] = ws
         return ws
 
-    def _read_model(self, b: int) -> None:
+    def _eval_workspaces(self, b: int) -> tuple:
+        """Chunk-sized buffers for :meth:`evaluate_terms`: the outputs, the last layer's gradient (the loss
+        kernel writes it), the rows, the noise, z and sigma, and the row indices ``0 .. b-1``."""
+        from numba.typed import List
+
+        ws = self._eval_ws.get(b)
+        if ws is None:
+            vae = self.vae
+            dt, k, w = vae.dtype, vae.latent_dim, self.widths
+            ws = (List([np.zeros((b, x), dt) for x in w]),
+                  List([np.zeros((b if li == len(w) - 1 else 0, x), dt) for li, x in enumerate(w)]),
+                  np.zeros((b, vae.input_dim), dt), np.zeros((b, k), dt), np.zeros((1, b, k), dt),
+                  np.zeros((b, k), dt), np.zeros((b, k), dt), np.arange(b, dtype=np.int64))
+            self._eval_ws[b] = ws
+        return ws
+
+    def evaluate_terms(self, x: np.ndarray, scale: Any = None, chunk: int = 1024) -> tuple[float, float]:
+        """``vae.evaluate_terms(x)``: the mean reconstruction term and KL over ``x``, split over the cores.
+
+        The same chunks of ``chunk`` rows and the same noise (a Generator
+        seeded with 0, one draw per chunk) as :meth:`npvae.VAE.evaluate_terms`,
+        so the same numbers to roundoff; ``x`` may be ``uint8`` pixels,
+        multiplied by ``scale`` as they are gathered (:func:`npvae.train`'s
+        ``pixel_scale``). The products run one per core, like the training
+        step's, with NumPy's BLAS held to one thread meanwhile (and given
+        back its threads after), so that no BLAS thread is left spinning
+        after validation to take a core from the next fused epoch.
+        Parameters, gradients and the optimizer are not touched.
+        """
+        vae = self.vae
+        gather_scale = vae.dtype.type(1 if scale is None else scale)
+        rng = np.random.default_rng(0)
+        n, p = x.shape
+        rec = kl = 0.0
+        with self.one_blas_thread():
+            for start in range(0, n, chunk):
+                part = x[start:start + chunk]
+                b = part.shape[0]
+                self._read_model(b, train=False)
+                Y, dY, xb, dz, eps, z, sigma, idx = self._eval_workspaces(b)
+                rng.standard_normal(out=eps, dtype=vae.dtype)  # as VAE._loss_terms draws it
+                fused_step(self.gemm, part, idx, gather_scale, eps, self.Ws, self.bs, self.dWs, self.dbs,
+                           self.mW, self.vW, self.mb, self.vb, Y, dY, xb, z, sigma, dz,
+                           self.dbpart, self.tmp, self.parts_out, self.sums, self.eval_ints, self.reals, self.adam)
+                rec += vae._nll_sum(self.sums[0], b * p) / b * b
+                kl += self.sums[1] / b * b
+        return rec / n, kl / n
+
+    def _read_model(self, b: int, train: bool = True) -> None:
         """What the layer path reads at every step, into ``ints`` and ``reals`` (no allocation)."""
         vae = self.vae
         if vae.n_samples != 1:
             raise ValueError(f"the fused training step draws one sample of z per example, but vae.n_samples is now "
                              f"{vae.n_samples}; train with fused=False for several samples")
-        self.ints[2] = _likelihood_code(vae)
+        (self.ints if train else self.eval_ints)[2] = _likelihood_code(vae)
         reals = self.reals
         reals[1] = vae._likelihood_scale(b)  # rounded to the dtype as the layer path rounds it
         reals[2] = vae.beta / b
-        if getattr(self.opt, "_views", None) is not self._views:
+        if train and getattr(self.opt, "_views", None) is not self._views:
             self._bind_moments()
 
     @contextlib.contextmanager

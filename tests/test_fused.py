@@ -187,6 +187,70 @@ def test_a_changed_n_samples_makes_the_step_refuse() -> None:
         np.testing.assert_array_equal(vae.params[k], before[k])
 
 
+# ---------------------------------------------------------------------------- evaluation split over the cores
+@pytest.mark.parametrize("parts", [1, 2, 3])
+@pytest.mark.parametrize("cfg", [
+    {},
+    {"hidden": ()},
+    {"hidden": (9, 5), "likelihood": "gaussian", "activation": "tanh", "beta": 2.0},
+    {"activation": "leaky_relu"},
+], ids=["relu", "no-hidden", "gaussian-tanh-deep", "leaky"])
+def test_fused_evaluation_matches_evaluate_terms(cfg: dict, parts: int) -> None:
+    """FusedStep.evaluate_terms gives vae.evaluate_terms' numbers (same chunks, same noise) and changes nothing."""
+    vae = make(**cfg)
+    x = data(60)
+    opt = npvae.Adam(lr=1e-2)
+    step = fused.FusedStep(vae, opt, parts=parts)
+    with step.one_blas_thread():
+        step(x, np.arange(10), np.float64(1), np.random.default_rng(0))  # a trained step first: moments exist
+    before = {k: (vae.params[k].copy(), vae.grads[k].copy()) for k in vae.params}
+    state = copy.deepcopy(opt.state)
+    chunks = (7, 60, 1024)
+    got = [step.evaluate_terms(x, chunk=c) for c in chunks]
+    for k, (p, g) in before.items():  # (the layer path's evaluate writes the output bias's gradient; not this)
+        np.testing.assert_array_equal(vae.params[k], p)
+        np.testing.assert_array_equal(vae.grads[k], g)
+        for s in ("m", "v"):
+            np.testing.assert_array_equal(opt.state[k][s], state[k][s])
+    assert opt.t == 1
+    for c, terms in zip(chunks, got):
+        want = vae.evaluate_terms(x, batch_size=c)
+        for g, w in zip(terms, want):
+            assert abs(g - w) <= 1e-12 * abs(w), (c, terms, want)
+
+
+def test_fused_evaluation_of_uint8_pixels_and_a_changed_beta() -> None:
+    vae = make(beta=0.5)
+    px = (data(50) * 255).astype(np.uint8)
+    step = fused.FusedStep(vae, npvae.Adam(), parts=2)
+    want = vae.evaluate_terms(px.astype(np.float64) * (1 / 255), batch_size=16)
+    got = step.evaluate_terms(px, 1 / 255, chunk=16)
+    for g, w in zip(got, want):
+        assert abs(g - w) <= 1e-12 * abs(w)
+    vae.beta, vae.likelihood = 3.0, "gaussian"  # what evaluate reads at every call, the fused one reads too
+    want = vae.evaluate_terms(px.astype(np.float64) * (1 / 255), batch_size=16)
+    got = step.evaluate_terms(px, 1 / 255, chunk=16)
+    for g, w in zip(got, want):
+        assert abs(g - w) <= 1e-12 * abs(w)
+
+
+def test_fused_evaluation_holds_the_blas_to_one_thread_and_gives_it_back(two_threads) -> None:
+    step = fused.FusedStep(make(), npvae.Adam(), parts=2)
+    seen = []
+    original = fused.fused_step
+
+    def spy(*args):
+        seen.append(two_threads.get_num_threads())
+        return original(*args)
+
+    try:
+        fused.fused_step = spy
+        step.evaluate_terms(data(40), chunk=16)
+    finally:
+        fused.fused_step = original
+    assert seen == [1, 1, 1] and two_threads.get_num_threads() == 2
+
+
 def test_fused_gradients_pass_a_finite_difference_check() -> None:
     """The gradient the fused step applies is the gradient of the full negative ELBO at the noise it drew."""
     vae = make(hidden=(7,), activation="tanh")
@@ -338,3 +402,26 @@ def test_train_follows_a_kl_schedule_fused_or_not(two_threads, likelihood: str) 
         assert abs(ra["train_loss"] - rb["train_loss"]) <= 1e-12 * abs(ra["train_loss"]), (ra, rb)
     for key in a.params:
         assert rel(a.params[key], b.params[key]) <= 1e-12, (key, rel(a.params[key], b.params[key]))
+
+
+@pytest.mark.parametrize("pixels", [False, True], ids=["float", "uint8"])
+def test_train_validates_with_the_fused_step_and_the_same_numbers(two_threads, monkeypatch: pytest.MonkeyPatch,
+                                                                  pixels: bool) -> None:
+    """With x_val, the fused path validates split over the cores (its BLAS on one thread, so that no BLAS
+    thread spins into the next epoch: issue #21) and records what the layer path records."""
+    calls = []
+    original = fused.FusedStep.evaluate_terms
+
+    def counted(self, *args, **kw):
+        calls.append(two_threads.get_num_threads())
+        return original(self, *args, **kw)
+
+    monkeypatch.setattr(fused.FusedStep, "evaluate_terms", counted)
+    x = (data(90) * 255).astype(np.uint8) if pixels else data(90)
+    kw = {"pixel_scale": 1 / 255} if pixels else {}
+    hists = {use: npvae.train(make(), x[:60], epochs=3, batch_size=16, seed=2, x_val=x[60:], fused=use, **kw)
+             for use in (False, True)}
+    assert len(calls) == 3 and two_threads.get_num_threads() == 2
+    for ra, rb in zip(hists[False], hists[True]):
+        for key in ("val_loss", "val_reconstruction", "val_kl", "val_nelbo"):
+            assert abs(ra[key] - rb[key]) <= 1e-12 * abs(ra[key]), (key, ra, rb)
