@@ -439,10 +439,9 @@ def interpolation_figure(vae: VAE, x: np.ndarray, labels: np.ndarray, pairs: int
 # ---------------------------------------------------------------------- saving
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     """Write ``fig`` as a PNG at :data:`DPI`, atomically; returns the path."""
-    path = Path(path)
-    with atomic_writer(path, "wb") as fh:
+    with atomic_writer(os.fspath(path), "wb") as fh:  # the writer sees a trailing "/" that Path would drop
         fig.savefig(fh, format="png", dpi=DPI)
-    return path
+    return Path(path)
 
 
 def save_all(vae: VAE, history: Sequence[dict], x: np.ndarray, labels: np.ndarray,

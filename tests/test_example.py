@@ -83,7 +83,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def check_png(path: Path, name: str) -> None:
     """A PNG of the figure's documented size, with something drawn on it."""
-    plots = pytest.importorskip("npvae.plots")
+    from npvae import plots
     import matplotlib.image
 
     w, h = plots.FIGSIZE[name]
@@ -95,7 +95,7 @@ def check_png(path: Path, name: str) -> None:
 
 def check_outputs(out: Path, figures: set[str], latent: int) -> dict:
     """model.npz loads and evaluates, history.json is complete, every figure is there and drawn."""
-    plots = pytest.importorskip("npvae.plots")
+    from npvae import plots
     vae = npvae.VAE.load(out / "model.npz")
     assert vae.latent_dim == latent
     x = np.random.default_rng(0).uniform(size=(50, 784)).astype(np.float32)
@@ -262,7 +262,7 @@ def test_resume_from_a_model_file_is_a_usage_error(tmp_path: Path, fresh_machine
 
 # ---------------------------------------------------------------------- figures
 def test_prior_quantiles() -> None:
-    plots = pytest.importorskip("npvae.plots")
+    from npvae import plots
     q = plots.prior_quantiles(20)
     assert q.shape == (20,) and np.all(np.diff(q) > 0)
     np.testing.assert_allclose(q, -q[::-1], atol=1e-12)  # symmetric around 0
@@ -270,7 +270,7 @@ def test_prior_quantiles() -> None:
 
 
 def test_tile_keeps_images_row_major() -> None:
-    plots = pytest.importorskip("npvae.plots")
+    from npvae import plots
     img = np.zeros((28, 28))
     img[0, 5] = 1.0  # a pixel in the top row: flat index 5
     images = np.zeros((2, 3, 784))
@@ -284,7 +284,7 @@ def test_tile_keeps_images_row_major() -> None:
 
 def test_figures_in_process(tmp_path: Path) -> None:
     """Every figure for a 3-D latent with class names (PCA, legend), and the manifold of a 2-D one."""
-    plots = pytest.importorskip("npvae.plots")
+    from npvae import plots
     from npvae.datasets import FASHION_MNIST_CLASSES
 
     rng = np.random.default_rng(0)

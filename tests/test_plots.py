@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 import npvae
-
-plots = pytest.importorskip("npvae.plots")
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from npvae import plots  # the project's own module: imported plainly, so that breaking it fails the suite
 
 RNG = np.random.default_rng(0)
 X = RNG.uniform(size=(40, 784)).astype(np.float32)
@@ -88,3 +87,16 @@ def test_interpolation_draws_each_pair_of_classes_once(n_classes: int, rows: int
     assert len(names) == rows
     pairs = {frozenset(n.split(" \u2192 ")) for n in names}
     assert len(pairs) == rows and all(len(p) == 2 for p in pairs)
+
+
+def test_save_figure_to_a_name_ending_in_a_slash_is_refused(tmp_path):
+    """``Path`` drops a trailing "/", which would have written a file where the user named a folder."""
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure()
+    try:
+        with pytest.raises(IsADirectoryError):
+            plots.save_figure(fig, f"{tmp_path / 'figs'}/")
+    finally:
+        plt.close(fig)
+    assert list(tmp_path.iterdir()) == []

@@ -142,9 +142,10 @@ def test_a_bad_checkpoint_path_is_refused_before_training(digits, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"checkpoint_path .*missing/run.npz: the folder .*missing does not exist"):
         npvae.train(small(), digits[:64], epochs=1, batch_size=32, checkpoint_path=tmp_path / "missing" / "run.npz",
                     on_batch=lambda *a: calls.append(a))
-    with pytest.raises(IsADirectoryError, match="is a folder; give a file name"):
-        npvae.train(small(), digits[:64], epochs=1, batch_size=32, checkpoint_path=tmp_path,
-                    on_batch=lambda *a: calls.append(a))
+    for folder in (tmp_path, f"{tmp_path / 'new'}/"):  # an existing folder, and a name ending in "/"
+        with pytest.raises(IsADirectoryError, match="is a folder; give a file name"):
+            npvae.train(small(), digits[:64], epochs=1, batch_size=32, checkpoint_path=folder,
+                        on_batch=lambda *a: calls.append(a))
     assert calls == []
 
 

@@ -34,7 +34,7 @@ class Checkpointer:
         self.path = Path(path)
         self.every = every
         folder = self.path.parent
-        if self.path.is_dir():
+        if self.path.is_dir() or os.fspath(path).endswith(os.sep):
             raise IsADirectoryError(f"checkpoint_path {self.path} is a folder; give a file name such as "
                                     f"{self.path / 'checkpoint.npz'}")
         if not folder.is_dir():
