@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import npvae
 
@@ -39,12 +42,54 @@ def test_import_is_light():
     assert proc.stdout.split() == ["False", "False"], proc.stderr
 
 
-def test_warmup_fills_the_disk_cache():
-    elapsed = npvae.warmup()
-    assert elapsed > 0
-    cache_dir = Path(npvae.__file__).parent / "__pycache__"
-    index = list(cache_dir.glob("kernels.*.nbi"))
-    assert index, f"no Numba cache index in {cache_dir}"
+WARMUP_CACHE_STATS = """
+import json, sys, numba, npvae
+from npvae import fused, kernels
+elapsed = npvae.warmup()
+hits = misses = 0
+for module in (kernels, fused):
+    for f in vars(module).values():
+        if isinstance(f, numba.core.registry.CPUDispatcher):
+            hits += sum(f.stats.cache_hits.values())
+            misses += sum(f.stats.cache_misses.values())
+print(json.dumps({"elapsed": elapsed, "hits": hits, "misses": misses, "package": npvae.__file__}))
+"""
+
+
+def _cache_files(cache_dir: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(cache_dir)): (p.stat().st_mtime_ns, p.stat().st_size)
+            for p in cache_dir.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_warmup_fills_the_disk_cache_then_loads_from_it(tmp_path):
+    """A cold cache, then a warm one: warmup() in a fresh process with an empty NUMBA_CACHE_DIR compiles
+    every kernel and writes its machine code there; a second fresh process loads all of it from there,
+    compiling nothing and rewriting no file.
+
+    Run in subprocesses with a cache directory of its own: in the test process, other tests (and earlier
+    runs) have already filled npvae's own cache, so a warmup() there would pass whatever it did. The
+    cold run compiles for most of a minute (README: 47.6 s).
+    """
+    cache_dir = tmp_path / "numba_cache"
+    cache_dir.mkdir()
+    cold = run(WARMUP_CACHE_STATS, NUMBA_CACHE_DIR=str(cache_dir))
+    assert cold.returncode == 0, cold.stderr[-3000:]
+    first = json.loads(cold.stdout.strip().splitlines()[-1])
+    assert Path(first["package"]).parent == Path(npvae.__file__).parent
+    assert first["misses"] > 0 and first["hits"] == 0, first
+    written = _cache_files(cache_dir)
+    indexes = [name for name in written if name.endswith(".nbi")]
+    assert any(Path(n).name.startswith("kernels.") for n in indexes), f"no kernels index in {sorted(written)}"
+
+    warm = run(WARMUP_CACHE_STATS, NUMBA_CACHE_DIR=str(cache_dir))
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    second = json.loads(warm.stdout.strip().splitlines()[-1])
+    # every signature comes from the cache (fewer hits than the cold run's misses: a helper compiled into
+    # its caller, as _adam_one into adam_update, is loaded with the caller, never on its own)
+    assert second["misses"] == 0 and 0 < second["hits"] <= first["misses"], (first, second)
+    assert _cache_files(cache_dir) == written  # nothing recompiled, nothing rewritten
+    assert second["elapsed"] < first["elapsed"], (first, second)
 
 
 WARMUP_THEN_TRAIN = """
