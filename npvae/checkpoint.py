@@ -55,8 +55,12 @@ def save_model(vae: VAE, path: str | os.PathLike[str]) -> None:
     _write(path, arrays)
 
 
-def save_checkpoint(path: str | os.PathLike[str], vae: VAE, optimizer: Any, progress: dict[str, Any]) -> None:
+def save_checkpoint(path: str | os.PathLike[str], vae: VAE, optimizer: Any, progress: dict[str, Any],
+                    extra: dict[str, np.ndarray] | None = None) -> None:
     """Write a training checkpoint: model, optimizer state and ``progress``, atomically.
+
+    ``extra`` holds further named arrays the training loop needs to resume
+    (early stopping's best parameters), stored as ``extra/<name>``.
 
     ``progress`` is any dict of JSON values with string keys (the training
     loop's epoch, batch, history, noise state, ``checkpoint_every``,
@@ -79,6 +83,7 @@ def save_checkpoint(path: str | os.PathLike[str], vae: VAE, optimizer: Any, prog
                         f"numbers, booleans, None): {exc}") from exc
     arrays = {f"param/{k}": v for k, v in vae.params.items()}
     arrays.update({f"opt/{k}": v for k, v in optimizer.state_arrays().items()})
+    arrays.update({f"extra/{k}": v for k, v in (extra or {}).items()})
     arrays["meta"] = meta_array
     _write(path, arrays)
 
@@ -198,6 +203,12 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[VAE, Any, dict[str, A
     module checks only that it is a dict, and leaves the meaning of its keys
     to the training loop.
     """
+    vae, optimizer, progress, _ = load_checkpoint_with_extra(path)
+    return vae, optimizer, progress
+
+
+def load_checkpoint_with_extra(path: str | os.PathLike[str]) -> tuple[VAE, Any, dict[str, Any], dict[str, np.ndarray]]:
+    """:func:`load_checkpoint` and the ``extra`` arrays :func:`save_checkpoint` was given (for resuming)."""
     from .optim import SGD, Adam
 
     path = Path(path)
@@ -221,4 +232,5 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[VAE, Any, dict[str, A
     progress = meta.get("progress")
     if not isinstance(progress, dict):
         raise CheckpointError(f"{path}: checkpoint has no training progress")
-    return vae, optimizer, progress
+    extra = {k[len("extra/"):]: v for k, v in arrays.items() if k.startswith("extra/")}
+    return vae, optimizer, progress, extra

@@ -150,7 +150,7 @@ def test_a_bad_checkpoint_path_is_refused_before_training(digits, tmp_path):
 
 
 def test_optimizer_class_instead_of_instance_is_a_clear_error(digits):
-    with pytest.raises(TypeError, match=r"an optimizer object such as npvae.Adam\(\), not the class Adam"):
+    with pytest.raises(TypeError, match=r"optimizer must be an instance such as npvae.Adam\(\), got the class npvae.Adam itself"):
         npvae.train(small(), digits[:64], epochs=1, batch_size=32, optimizer=npvae.Adam)
 
 

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .._atomic import remove_stale_temporaries
 from ..checkpoint import save_checkpoint
 from ..vae import VAE
@@ -53,7 +55,7 @@ class Checkpointer:
         after the epoch's last batch, where the end-of-epoch save follows."""
         return bool(self.every) and batch % self.every == 0 and batch < n_batches
 
-    def save(self, vae: VAE, optimizer: Any, progress: dict) -> None:
+    def save(self, vae: VAE, optimizer: Any, progress: dict, extra: dict[str, np.ndarray] | None = None) -> None:
         """Write the checkpoint atomically: a reader sees the previous one or this one, never half."""
-        save_checkpoint(self.path, vae, optimizer, progress)
+        save_checkpoint(self.path, vae, optimizer, progress, extra)
         self._ours = True

@@ -22,20 +22,22 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from .. import kernels
 from .._validate import check_data, check_float, check_int
-from ..checkpoint import load_checkpoint
-from ..optim import Adam
+from ..checkpoint import load_checkpoint_with_extra
+from ..optim import Adam, check_optimizer
 from ..vae import VAE
 from .batches import Batches
 from .checkpoints import Checkpointer
 from .interrupt import DeferredInterrupt, TrainingInterrupted
-from .stopping import DivergenceGuard, TrainingDivergedError
+from .schedules import warmup_beta
+from .stopping import DivergenceGuard, EarlyStopping, TrainingDivergedError
 
 __all__ = ["TrainingDivergedError", "TrainingInterrupted", "resume", "train"]
 
@@ -52,15 +54,17 @@ def _clip(grads: dict[str, np.ndarray], clip_norm: float) -> float:
     return norm
 
 
-def _check_optimizer(optimizer: object) -> Any:
+def _check_optimizer(optimizer: object, checkpointing: bool) -> Any:
     if optimizer is None:
         return Adam()
-    if isinstance(optimizer, type):
-        raise TypeError(f"optimizer must be an optimizer object such as npvae.{optimizer.__name__}(), "
-                        f"not the class {optimizer.__name__} itself")
-    if not all(callable(getattr(optimizer, m, None)) for m in ("step", "config", "state_arrays")):
-        raise TypeError(f"optimizer must be npvae.Adam or npvae.SGD, got {type(optimizer).__name__}")
+    optimizer = check_optimizer("optimizer", optimizer)
+    if checkpointing and not all(callable(getattr(optimizer, m, None)) for m in ("config", "state_arrays")):
+        raise TypeError(f"checkpoint_path needs an optimizer whose state can be saved (npvae.Adam or npvae.SGD), "
+                        f"got {type(optimizer).__name__}")
     return optimizer
+
+
+BINARIZE = (None, "dynamic")
 
 
 def _check_metadata(metadata: object) -> dict | None:
@@ -82,7 +86,8 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
           on_epoch: EpochCallback | None = None, clip_norm: float | None = None,
           checkpoint_path: str | os.PathLike[str] | None = None, checkpoint_every: int = 0,
           pixel_scale: float | None = None, fused: bool | None = None, metadata: dict | None = None,
-          _resume: dict | None = None) -> list[dict]:
+          binarize: str | None = None, kl_warmup: int = 0, early_stopping: int | None = None,
+          progress: bool = False, _resume: dict | None = None, _extra: dict | None = None) -> list[dict]:
     """Train ``vae`` on ``x_train`` with minibatch gradient descent.
 
     Parameters
@@ -132,6 +137,26 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
         of :func:`npvae.load_checkpoint`) and carried over by :func:`resume`:
         for what a program needs to continue the run as it began (the data
         set, its split seed, the output folder).
+    binarize
+        ``"dynamic"``: every time an example is used, each pixel is drawn
+        afresh from Bernoulli(grey level) (docs/derivation.md, Eq. (DB1)),
+        from a Generator of the run's own, saved in checkpoints. ``x_val``
+        is used as given: binarize it once with
+        :func:`npvae.datasets.binarize`, as the protocols do (a warning says
+        so when it is not 0/1). ``None`` (default): the grey levels as they are.
+    kl_warmup
+        Epochs over which the KL weight rises linearly to ``vae.beta``:
+        epoch ``e`` (from 1) trains with ``vae.beta * min(1, e / kl_warmup)``
+        (Eq. (W1)); ``vae.beta`` is back at its value when ``train`` returns.
+        0 (default): no warm-up, and ``on_epoch`` may set ``vae.beta`` itself.
+    early_stopping
+        Stop when the validation negative ELBO (``val_nelbo``) has not
+        improved for this many epochs, and leave the model with the best
+        epoch's parameters (also when the last epoch is reached); every
+        record then has ``best_epoch``. Needs ``x_val``. ``None``: off.
+    progress
+        Show a progress bar (tqdm: a widget in a notebook, a text bar in a
+        terminal). Off by default.
 
     Returns
     -------
@@ -167,7 +192,22 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
         clip_norm = check_float("clip_norm", clip_norm)
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=0)
     metadata = _check_metadata(metadata)
-    optimizer = _check_optimizer(optimizer)
+    optimizer = _check_optimizer(optimizer, checkpointing=checkpoint_path is not None)
+    if not (binarize is None or (isinstance(binarize, str) and binarize in BINARIZE)):
+        raise ValueError(f"binarize must be None or 'dynamic', got {binarize!r}")
+    if binarize is not None:
+        _check_unit_range("x_train", x_train, pixel_scale)
+        if x_val is not None and not _is_binary(x_val):
+            warnings.warn("binarize='dynamic' trains on 0/1 pixels, but x_val holds grey levels: its losses are "
+                          "then not comparable (and not log-likelihoods); pass npvae.datasets.binarize(x_val)",
+                          stacklevel=2)
+    kl_warmup = check_int("kl_warmup", kl_warmup, minimum=0)
+    if early_stopping is not None:
+        early_stopping = check_int("early_stopping", early_stopping)
+        if x_val is None:
+            raise ValueError("early_stopping needs validation data: pass x_val")
+    if progress not in (True, False):
+        raise TypeError(f"progress must be True or False, got {progress!r}")
     if fused not in (None, True, False):
         raise TypeError(f"fused must be None, True or False, got {fused!r}")
     fused_step = None
@@ -183,36 +223,60 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
                    if checkpoint_path is not None else None)
 
     noise_rng = np.random.default_rng(seed)
+    binarize_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0xB1,))) if binarize else None
     history: list[dict] = []
     start_epoch, start_batch, run_loss, run_count = 1, 0, 0.0, 0
     guard = DivergenceGuard()
+    beta_target = vae.beta
+    stopper = EarlyStopping(early_stopping, vae.params) if early_stopping is not None else None
+    stopped_early = None
     if _resume is not None:
         noise_rng.bit_generator.state = _resume["noise_rng"]
         history = list(_resume["history"])
         start_epoch, start_batch = _resume["epoch"], _resume["batch"]
         run_loss, run_count, seed = _resume["run_loss"], _resume["run_count"], _resume["seed"]
         guard.first_loss = _resume.get("first_loss")
+        beta_target = _resume.get("beta_target", beta_target)
+        if binarize_rng is not None and _resume.get("binarize_rng") is not None:
+            binarize_rng.bit_generator.state = _resume["binarize_rng"]
+        if stopper is not None and _resume.get("early_stopping") is not None:
+            best = {k[len("best/"):]: v for k, v in (_extra or {}).items() if k.startswith("best/")}
+            stopper.load_state(_resume["early_stopping"], best)
+        stopped_early = _resume.get("stopped_early")
 
     scale = vae.dtype.type(pixel_scale) if pixel_scale is not None else None
-    batches = Batches(x_train, batch_size, seed, vae.dtype, scale if scale is not None else vae.dtype.type(1),
-                      gather=fused_step is None)
+    one = vae.dtype.type(1)
+    batches = Batches(x_train, batch_size, seed, vae.dtype, scale if scale is not None else one,
+                      gather=fused_step is None, binarize_rng=binarize_rng)
     n_batches = batches.n_batches
+    bar = _progress_bar(epochs, n_batches, progress)
 
     def progress(epoch: int, batch: int) -> dict:
         return {"epoch": epoch, "batch": batch, "epochs": epochs, "batch_size": batch_size, "seed": seed,
                 "run_loss": run_loss, "run_count": run_count, "history": history,
                 "noise_rng": noise_rng.bit_generator.state, "clip_norm": clip_norm,
                 "checkpoint_every": checkpoint_every, "pixel_scale": pixel_scale, "first_loss": guard.first_loss,
-                "metadata": metadata}
+                "metadata": metadata, "binarize": binarize, "kl_warmup": kl_warmup, "beta_target": beta_target,
+                "binarize_rng": binarize_rng.bit_generator.state if binarize_rng is not None else None,
+                "early_stopping": stopper.state() if stopper is not None else None, "stopped_early": stopped_early}
+
+    def extra() -> dict | None:
+        return {f"best/{k}": v for k, v in stopper.best_params.items()} if stopper is not None else None
 
     def last_good() -> Any:
         return checkpoints.last_good if checkpoints is not None else None
 
+    if stopped_early is not None:  # the checkpoint's run had stopped early: nothing more to train
+        start_epoch = epochs + 1
     # non-finite values are detected below and reported as TrainingDivergedError
-    with DeferredInterrupt() as interrupt, np.errstate(over="ignore", invalid="ignore"):
+    with DeferredInterrupt() as interrupt, np.errstate(over="ignore", invalid="ignore"), \
+            _restore_beta(vae, beta_target if kl_warmup else None), bar:
         for epoch in range(start_epoch, epochs + 1):
             order = batches.order(epoch)
+            if kl_warmup:
+                vae.beta = warmup_beta(beta_target, epoch, kl_warmup)
             beta = vae.beta
+            bar.start_epoch(epoch)
             t0 = time.perf_counter()
             first = start_batch if epoch == start_epoch else 0
             if first == 0:
@@ -222,7 +286,10 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
                 for batch in range(first, n_batches):
                     idx = batches.indices(order, batch)
                     where = (epoch, batch, n_batches)
-                    if fused_step is not None:  # the update is skipped when the loss is not finite
+                    if fused_step is not None and binarize_rng is not None:  # gathered and binarized here
+                        loss, sq = fused_step(batches.gather(idx), batches.rows[idx.shape[0]], one, noise_rng)
+                        guard.check_loss(loss, where, optimizer, last_good())
+                    elif fused_step is not None:  # the update is skipped when the loss is not finite
                         loss, sq = fused_step(x_train, idx, batches.scale, noise_rng)
                         guard.check_loss(loss, where, optimizer, last_good())
                     else:
@@ -234,32 +301,92 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
                     guard.check_gradient(math.isfinite(sq), where, optimizer, last_good())
                     run_loss += loss * idx.shape[0]
                     run_count += idx.shape[0]
+                    bar.update(loss)
                     if on_batch is not None:
                         on_batch(epoch, batch + 1, n_batches, loss)
                     if interrupt.requested:
                         if checkpoints is not None:
-                            checkpoints.save(vae, optimizer, progress(epoch, batch + 1))
+                            checkpoints.save(vae, optimizer, progress(epoch, batch + 1), extra())
                         raise TrainingInterrupted(checkpoints.path if checkpoints else None, epoch, batch + 1)
                     if checkpoints is not None and checkpoints.due(batch + 1, n_batches):
-                        checkpoints.save(vae, optimizer, progress(epoch, batch + 1))
+                        checkpoints.save(vae, optimizer, progress(epoch, batch + 1), extra())
             seconds = time.perf_counter() - t0
             record = {"epoch": epoch, "seconds": seconds, "beta": beta, "train_loss": run_loss / run_count,
-                      **_validation_record(vae, x_val, scale, beta)}
+                      **_validation_record(vae, x_val, scale, beta, fused_step)}
+            if stopper is not None:
+                if stopper.update(epoch, record["val_nelbo"], vae.params):
+                    stopped_early = epoch
+                record["best_epoch"] = stopper.best_epoch
             history.append(record)
             if checkpoints is not None:
-                checkpoints.save(vae, optimizer, progress(epoch + 1, 0))
+                checkpoints.save(vae, optimizer, progress(epoch + 1, 0), extra())
+            bar.end_epoch(record)
             if on_epoch is not None:
                 on_epoch(record)
+            if stopped_early is not None:
+                break
             if interrupt.requested and epoch < epochs:  # Ctrl-C during validation or on_epoch
                 raise TrainingInterrupted(checkpoints.path if checkpoints else None, epoch + 1, 0)
+    if stopper is not None and stopper.best_epoch:
+        stopper.restore(vae.params)  # the model leaves with its best epoch's parameters
     return history
 
 
-def _validation_record(vae: VAE, x_val: np.ndarray | None, scale: np.floating | None, beta: float) -> dict:
+@contextlib.contextmanager
+def _restore_beta(vae: VAE, beta: float | None) -> Iterator[None]:
+    """Put ``vae.beta`` back to ``beta`` (the warm-up's target) however training ends; ``None``: leave it."""
+    try:
+        yield
+    finally:
+        if beta is not None:
+            vae.beta = beta
+
+
+class _NoBar:
+    """What :func:`train` calls when no progress bar is asked for."""
+
+    def start_epoch(self, epoch: int) -> None: ...
+
+    def update(self, loss: float) -> None: ...
+
+    def end_epoch(self, record: dict) -> None: ...
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def _progress_bar(epochs: int, n_batches: int, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from ..progress import TrainingProgress
+
+    bar = TrainingProgress(epochs, n_batches, enabled=True)
+    return contextlib.closing(bar) if not hasattr(bar, "__enter__") else bar
+
+
+def _is_binary(x: np.ndarray) -> bool:
+    return bool(np.all((x == 0) | (x == 1)))
+
+
+def _check_unit_range(name: str, x: np.ndarray, pixel_scale: float | None) -> None:
+    """Dynamic binarization draws Bernoulli(x): every value (after ``pixel_scale``) must lie in [0, 1]."""
+    hi = float(x.max()) * (pixel_scale if x.dtype == np.uint8 and pixel_scale is not None else 1.0)
+    lo = float(x.min())
+    if lo < 0 or hi > 1 + 1e-6:
+        raise ValueError(f"binarize='dynamic' draws each pixel from Bernoulli(x): {name} must lie in [0, 1], "
+                         f"got values in [{lo:.9g}, {hi:.9g}]")
+
+
+def _validation_record(vae: VAE, x_val: np.ndarray | None, scale: np.floating | None, beta: float,
+                       fused_step: Any = None) -> dict:
     """The history's validation entries for one epoch (``None`` each without validation data)."""
     if x_val is None:
         return {"val_loss": None, "val_reconstruction": None, "val_kl": None, "val_nelbo": None}
-    rec, kl = _evaluate_terms(vae, x_val, scale)
+    # the fused step evaluates split over the cores, its BLAS on one thread: none is left spinning (issue #21)
+    rec, kl = (fused_step.evaluate_terms(x_val, scale) if fused_step is not None
+               else _evaluate_terms(vae, x_val, scale))
     return {"val_loss": rec + beta * kl, "val_reconstruction": rec, "val_kl": kl, "val_nelbo": rec + kl}
 
 
@@ -307,8 +434,10 @@ def resume(checkpoint_path: str | os.PathLike[str], x_train: np.ndarray, x_val: 
     """Continue a run from a checkpoint written by :func:`train`; returns ``(vae, history)``.
 
     The batch size, seed, clipping and optimizer come from the checkpoint,
-    and so do ``checkpoint_every``, ``pixel_scale`` (for uint8 data) and
-    ``metadata`` unless given again. ``epochs`` is the total, not the
+    and so do ``checkpoint_every``, ``pixel_scale`` (for uint8 data),
+    ``metadata``, ``binarize``, ``kl_warmup`` and ``early_stopping`` unless
+    given again. A run that had stopped early stays stopped: the model
+    comes back with its best epoch's parameters. ``epochs`` is the total, not the
     remainder: it may be raised, but not below the epochs already done.
     Other keyword arguments go to :func:`train`.
     """
@@ -316,17 +445,19 @@ def resume(checkpoint_path: str | os.PathLike[str], x_train: np.ndarray, x_val: 
     if given:
         raise TypeError(f"resume() takes {', '.join(given)} from the checkpoint, so that the run continues "
                         "exactly as it began; start a new run with npvae.train to change it")
-    vae, optimizer, prog = load_checkpoint(checkpoint_path)
+    vae, optimizer, prog, extra = load_checkpoint_with_extra(checkpoint_path)
     done = len(prog["history"])
     total = prog["epochs"] if epochs is None else check_int("epochs", epochs, minimum=0)
     if total < done:
         raise ValueError(f"epochs={total}, but {checkpoint_path} has already finished {done} epochs; "
                          f"give epochs={done} or more (the total, not the remainder)")
-    kwargs.setdefault("checkpoint_every", prog.get("checkpoint_every", 0))
-    kwargs.setdefault("metadata", prog.get("metadata"))
+    for key, default in (("checkpoint_every", 0), ("metadata", None), ("binarize", None), ("kl_warmup", 0)):
+        kwargs.setdefault(key, prog.get(key, default))
+    if prog.get("early_stopping") is not None:
+        kwargs.setdefault("early_stopping", prog["early_stopping"]["patience"])
     if isinstance(x_train, np.ndarray) and x_train.dtype == np.uint8:
         kwargs.setdefault("pixel_scale", prog.get("pixel_scale"))
     history = train(vae, x_train, epochs=total, batch_size=prog["batch_size"], optimizer=optimizer, x_val=x_val,
                     seed=prog["seed"], clip_norm=prog.get("clip_norm"), checkpoint_path=checkpoint_path,
-                    _resume=prog, **kwargs)
+                    _resume=prog, _extra=extra, **kwargs)
     return vae, history

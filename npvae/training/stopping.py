@@ -1,10 +1,13 @@
-"""When a run must stop: a loss or gradient that is not finite, or a loss that has exploded."""
+"""When a run must stop: a loss or gradient that is not finite, a loss that has exploded, or a
+validation loss that has stopped improving (early stopping)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 class TrainingDivergedError(RuntimeError):
@@ -57,3 +60,51 @@ class DivergenceGuard:
             f"{what} in epoch {epoch}, batch {batch + 1} of {n_batches}. Try a smaller learning rate "
             f"(now {getattr(optimizer, 'lr', '?')}), gradient clipping (clip_norm=1000), or "
             f"dtype=np.float64.{kept}")
+
+
+class EarlyStopping:
+    """Stop when the validation negative ELBO has not improved for ``patience`` epochs, keeping the best.
+
+    The best parameters are copied into arrays made once, so each
+    improvement costs one copy and nothing is allocated per epoch. The
+    negative ELBO (beta = 1) is compared, not the loss minimized, so that KL
+    warm-up's rising beta cannot make a later epoch look worse.
+
+    Parameters
+    ----------
+    patience
+        Epochs without improvement after which the run stops.
+    params
+        The model's parameters (the arrays to copy from and restore into).
+    """
+
+    def __init__(self, patience: int, params: dict[str, np.ndarray]) -> None:
+        self.patience = patience
+        self.best = math.inf
+        self.best_epoch = 0
+        self.best_params = {k: np.empty_like(p) for k, p in params.items()}
+
+    def update(self, epoch: int, value: float, params: dict[str, np.ndarray]) -> bool:
+        """Record epoch ``epoch``'s validation negative ELBO; returns whether the run should stop now."""
+        if value < self.best:
+            self.best, self.best_epoch = value, epoch
+            for k, p in params.items():
+                np.copyto(self.best_params[k], p)
+        return epoch - self.best_epoch >= self.patience
+
+    def restore(self, params: dict[str, np.ndarray]) -> None:
+        """Write the best epoch's parameters back into the model's arrays."""
+        for k, p in params.items():
+            np.copyto(p, self.best_params[k])
+
+    def state(self) -> dict:
+        """What a checkpoint needs besides :attr:`best_params` (JSON)."""
+        return {"patience": self.patience, "best": self.best if math.isfinite(self.best) else None,
+                "best_epoch": self.best_epoch}
+
+    def load_state(self, state: dict, best_params: dict[str, np.ndarray]) -> None:
+        """Continue from :meth:`state` and the saved best parameters."""
+        self.best = math.inf if state.get("best") is None else float(state["best"])
+        self.best_epoch = int(state["best_epoch"])
+        for k, a in best_params.items():
+            np.copyto(self.best_params[k], a)
