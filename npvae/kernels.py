@@ -575,3 +575,363 @@ def gather_rows(src: np.ndarray, idx: np.ndarray, scale: float, out: np.ndarray)
 
 
 gather_rows = jit(gather_rows)
+
+
+# ---------------------------------------------------------------------------- gated dense layer, Eq. (H1)
+
+
+def gated_forward(a: np.ndarray, g: np.ndarray, h: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
+    r"""The elementwise part of the gated layer, in one pass: ``a += b``, ``g = sigmoid(g + c)``, ``h = a * g``.
+
+    On entry ``a = x W`` and ``g = x V`` (the two products); on exit ``a`` is
+    the linear part ``x W + b``, ``g`` the gate ``sigmoid(x V + c)`` (two
+    branches, Eq. (A4)) and ``h = a \odot g`` the output (docs/derivation.md,
+    Eq. (H1)). ``a`` and ``g`` are what the backward needs. Shapes: a, g, h
+    (n, d); b, c (d,).
+    """
+    n, d = a.shape
+    one = a.dtype.type(1)
+    zero = a.dtype.type(0)
+    for r in range(n):
+        ar, gr, hr = a[r], g[r], h[r]
+        for j in range(d):
+            av = ar[j] + b[j]
+            v = gr[j] + c[j]
+            t = _exp_nonpositive_any(-abs(v))
+            s = one / (one + t)
+            gv = s if v >= zero else t * s
+            ar[j] = av
+            gr[j] = gv
+            hr[j] = av * gv
+
+
+gated_forward = jit(gated_forward)
+
+
+def gated_backward(dh: np.ndarray, a: np.ndarray, g: np.ndarray, da: np.ndarray, ds: np.ndarray,
+                   db: np.ndarray, dc: np.ndarray) -> None:
+    r"""Gradients of the gated layer's two pre-activations, and the bias gradients, in one pass.
+
+    .. math::
+        \mathrm{da} = \mathrm{dh} \odot g, \qquad
+        \mathrm{ds} = \mathrm{dh} \odot a \odot g \odot (1 - g), \qquad
+        \mathrm{db} = \textstyle\sum_{rows} \mathrm{da}, \quad
+        \mathrm{dc} = \textstyle\sum_{rows} \mathrm{ds}
+
+    with ``a = x W + b`` and ``g = sigmoid(x V + c)`` cached by
+    :func:`gated_forward` (docs/derivation.md, Eq. (H1)). Shapes: dh, a, g,
+    da, ds (n, d); db, dc (d,) outputs.
+    """
+    n, d = dh.shape
+    zero = db.dtype.type(0)
+    one = db.dtype.type(1)
+    for j in range(d):
+        db[j] = zero
+        dc[j] = zero
+    for r in range(n):
+        dhr, ar, gr, dar, dsr = dh[r], a[r], g[r], da[r], ds[r]
+        for j in range(d):
+            gv = gr[j]
+            u = dhr[j] * gv
+            dar[j] = u
+            dsr[j] = u * ar[j] * (one - gv)
+        _add_row(db, dar)
+        _add_row(dc, dsr)
+
+
+gated_backward = jit(gated_backward)
+
+
+# ---------------------------------------------------------------------------- bounded logvar, Eq. (V1)
+
+
+def reparam_kl_forward_bounded(ml: np.ndarray, eps: np.ndarray, z: np.ndarray, sigma: np.ndarray,
+                               lo: float, hi: float) -> float:
+    r""":func:`reparam_kl_forward` with logvar passed through a hardtanh: ``logvar = min(max(raw, lo), hi)``.
+
+    (docs/derivation.md, Eqs. (V1), (R1), (K1).) ``lo < hi <= LOGVAR_MAX``
+    (the caller checks), so the built-in clamp is implied. Shapes as in
+    :func:`reparam_kl_forward`; returns the KL summed over the batch (float64).
+    """
+    b, k2 = ml.shape
+    k = k2 // 2
+    n_samples = eps.shape[0]
+    half = ml.dtype.type(0.5)
+    total = 0.0
+    for i in range(b):
+        mr, sr = ml[i], sigma[i]
+        for c in range(k):
+            mu = mr[c]
+            lv = min(max(mr[k + c], lo), hi)
+            s = _exp_any(lv * half)
+            sr[c] = s
+            total += 0.5 * (np.float64(mu) * mu + np.float64(s) * s - 1.0 - lv)
+        for l in range(n_samples):
+            zr, er = z[l * b + i], eps[l, i]
+            for c in range(k):
+                zr[c] = mr[c] + sr[c] * er[c]
+    return total
+
+
+reparam_kl_forward_bounded = jit(reparam_kl_forward_bounded)
+
+
+def reparam_kl_backward_bounded(dz: np.ndarray, eps: np.ndarray, ml: np.ndarray, sigma: np.ndarray,
+                                dml: np.ndarray, db: np.ndarray, kl_scale: float, lo: float, hi: float) -> None:
+    r""":func:`reparam_kl_backward` for :func:`reparam_kl_forward_bounded`: the same formulas, and
+    ``dlogvar`` is 0 unless ``lo < raw < hi`` strictly (the hardtanh's derivative, 0 at the bounds
+    themselves; docs/derivation.md, Eq. (V1)). ``raw`` is the head's output, ``ml[:, K:]``.
+    """
+    b, k2 = ml.shape
+    k = k2 // 2
+    n_samples = eps.shape[0]
+    half = ml.dtype.type(0.5)
+    one = ml.dtype.type(1)
+    zero = ml.dtype.type(0)
+    for j in range(k2):
+        db[j] = zero
+    for i in range(b):
+        mr, sr, dr = ml[i], sigma[i], dml[i]
+        for c in range(k):
+            s = sr[c]
+            dr[c] = kl_scale * mr[c]
+            dr[k + c] = kl_scale * half * (s * s - one)
+        for l in range(n_samples):
+            dzr, er = dz[l * b + i], eps[l, i]
+            for c in range(k):
+                g = dzr[c]
+                dr[c] += g
+                dr[k + c] += g * er[c] * sr[c] * half
+        for c in range(k):
+            raw = mr[k + c]
+            dr[k + c] = dr[k + c] if (raw > lo and raw < hi) else zero
+        _add_row(db, dr)
+
+
+reparam_kl_backward_bounded = jit(reparam_kl_backward_bounded)
+
+
+# ---------------------------------------------------------------------------- importance-weighted bound, Eqs. (IW1), (IW2)
+
+
+def iwae_latent_forward(ml: np.ndarray, eps: np.ndarray, z: np.ndarray, sigma: np.ndarray, logr: np.ndarray,
+                        lo: float, hi: float) -> None:
+    r"""Reparameterized samples and, per sample, :math:`\log p(z) - \log q(z \mid x)`.
+
+    With ``logvar = min(max(raw, lo), hi)`` (``lo = -inf``, ``hi = LOGVAR_MAX``
+    for an unbounded model):
+
+    .. math::
+        \mathrm{sigma} = e^{\mathrm{logvar}/2}, \quad
+        z_{lB+i} = \mu_i + \mathrm{sigma}_i \odot \epsilon_{l,i}, \quad
+        \mathrm{logr}_{lB+i} = \sum_c \tfrac12 \big(\epsilon_{l,i,c}^2 + \mathrm{logvar}_{ic} - z_{lB+i,c}^2\big)
+
+    (docs/derivation.md, Eq. (IW1); the ``log 2 pi`` of the two densities
+    cancel). Shapes: ml (B, 2K); eps (L, B, K); z (L*B, K) output; sigma
+    (B, K) output; logr (L*B,) float64 output, summed in float64 from the
+    ``z`` the decoder sees.
+    """
+    b, k2 = ml.shape
+    k = k2 // 2
+    n_samples = eps.shape[0]
+    half = ml.dtype.type(0.5)
+    for i in range(b):
+        mr, sr = ml[i], sigma[i]
+        lv_sum = 0.0
+        for c in range(k):
+            lv = min(max(mr[k + c], lo), hi)
+            sr[c] = _exp_any(lv * half)
+            lv_sum += lv
+        for l in range(n_samples):
+            zr, er = z[l * b + i], eps[l, i]
+            acc = 0.0
+            for c in range(k):
+                zv = mr[c] + sr[c] * er[c]
+                zr[c] = zv
+                e64 = np.float64(er[c])
+                z64 = np.float64(zv)
+                acc += e64 * e64 - z64 * z64
+            logr[l * b + i] = 0.5 * (acc + lv_sum)
+
+
+iwae_latent_forward = jit(iwae_latent_forward)
+
+
+def bernoulli_nll_rows(logits: np.ndarray, x: np.ndarray, dlogits: np.ndarray, nll: np.ndarray,
+                       tmp: np.ndarray) -> None:
+    r""":func:`bernoulli_nll` row by row: ``nll[r]`` (float64) and the unscaled gradient ``sigmoid(l) - x``.
+
+    The per-row negative log-likelihood of Eq. (B1), and its derivative with
+    respect to the logits, ``dlogits = sigma(l) - x_{r mod B}``, which the
+    importance weights scale row by row afterwards (:func:`scale_rows_colsum`).
+    Shapes: logits, dlogits (L*B, P); x (B, P); nll (L*B,) float64; tmp (P,).
+    """
+    n, p = logits.shape
+    bx = x.shape[0]
+    zero = logits.dtype.type(0)
+    one = logits.dtype.type(1)
+    n_chunks = p // _CHUNK
+    for r in range(n):
+        lr, xr, dr = logits[r], x[r % bx], dlogits[r]
+        row = zero
+        for j in range(p):
+            lv = lr[j]
+            tmp[j] = _exp_nonpositive_any(-abs(lv))
+            row += max(lv, zero) - xr[j] * lv
+        logs = 0.0
+        for c in range(n_chunks):
+            base = c * _CHUNK
+            prod = 1.0
+            for j in range(_CHUNK):
+                prod *= 1.0 + np.float64(tmp[base + j])
+            logs += math.log(prod)
+        prod = 1.0
+        for j in range(n_chunks * _CHUNK, p):
+            prod *= 1.0 + np.float64(tmp[j])
+        logs += math.log(prod)
+        for j in range(p):
+            t = tmp[j]
+            s = one / (one + t)
+            sig = s if lr[j] >= zero else t * s
+            dr[j] = sig - xr[j]
+        nll[r] = np.float64(row) + logs
+
+
+bernoulli_nll_rows = jit(bernoulli_nll_rows)
+
+
+def gaussian_sq_err_rows(mean: np.ndarray, x: np.ndarray, dmean: np.ndarray, sq: np.ndarray) -> None:
+    r"""Per row, ``sq[r] = sum_j (m_rj - x_ij)^2`` (float64) and ``dmean = m - x`` (unscaled; Eq. (G1)).
+
+    ``i = r mod B``. Shapes: mean, dmean (L*B, P); x (B, P); sq (L*B,) float64.
+    """
+    n, p = mean.shape
+    bx = x.shape[0]
+    for r in range(n):
+        mr, xr, dr = mean[r], x[r % bx], dmean[r]
+        row = 0.0
+        for j in range(p):
+            diff = mr[j] - xr[j]
+            row += np.float64(diff) * np.float64(diff)
+            dr[j] = diff
+        sq[r] = row
+
+
+gaussian_sq_err_rows = jit(gaussian_sq_err_rows)
+
+
+def iwae_weights(logr: np.ndarray, nll: np.ndarray, nll_scale: float, nll_const: float, n_samples: int,
+                 wt: np.ndarray) -> float:
+    r"""Log-weights, their normalized weights and the summed log-mean-exp, in float64.
+
+    .. math::
+        \log w_r = \mathrm{logr}_r - (a\,\mathrm{nll}_r + c), \qquad
+        \tilde w_{lB+i} = \frac{e^{\log w_{lB+i} - m_i}}{\sum_{l'} e^{\log w_{l'B+i} - m_i}}, \qquad
+        m_i = \max_l \log w_{lB+i}
+
+    and returns :math:`\sum_i \big(m_i + \log \sum_l e^{\log w_{lB+i} - m_i} - \log L\big)`, the sum
+    over the batch of the log-mean-exp of each example's L weights (docs/derivation.md, Eqs. (IW1),
+    (IW2)). Subtracting the maximum keeps every exponential in (0, 1], so nothing overflows, and the
+    largest weight contributes exactly 1 to the sum, so it cannot underflow to 0 either.
+    ``a nll_r + c`` is the row's negative log-likelihood (``a = 1, c = 0`` for
+    :func:`bernoulli_nll_rows`; ``a = 1 / (2 sigma_dec^2)``, ``c = P (log sigma_dec + log(2 pi) / 2)`` for
+    :func:`gaussian_sq_err_rows`). Shapes: logr, nll, wt (L*B,) float64; row ``l*B + i`` is sample
+    ``l`` of example ``i``.
+    """
+    n = logr.shape[0]
+    b = n // n_samples
+    total = 0.0
+    for i in range(b):
+        m = -np.inf
+        for l in range(n_samples):
+            r = l * b + i
+            v = logr[r] - (nll_scale * nll[r] + nll_const)
+            wt[r] = v
+            m = max(m, v)
+        s = 0.0
+        for l in range(n_samples):
+            r = l * b + i
+            e = math.exp(wt[r] - m)
+            wt[r] = e
+            s += e
+        inv = 1.0 / s
+        for l in range(n_samples):
+            wt[l * b + i] *= inv
+        total += m + math.log(s)
+    return total - b * math.log(n_samples)
+
+
+iwae_weights = jit(iwae_weights)
+
+
+def scale_rows_colsum(d: np.ndarray, wt: np.ndarray, scale: float, db: np.ndarray) -> None:
+    """``d[r] *= wt[r] * scale`` row by row, and ``db`` = the column sums of the result.
+
+    Turns the unscaled per-row gradients of :func:`bernoulli_nll_rows` or
+    :func:`gaussian_sq_err_rows` into the importance-weighted ones (Eq. (IW2)).
+    Shapes: d (n, P); wt (n,) float64; db (P,) output. ``scale`` is a float64.
+    """
+    n, p = d.shape
+    zero = db.dtype.type(0)
+    for j in range(p):
+        db[j] = zero
+    for r in range(n):
+        dr = d[r]
+        c = d.dtype.type(wt[r] * scale)
+        for j in range(p):
+            dr[j] *= c
+        _add_row(db, dr)
+
+
+scale_rows_colsum = jit(scale_rows_colsum)
+
+
+def iwae_latent_backward(dz: np.ndarray, eps: np.ndarray, ml: np.ndarray, sigma: np.ndarray, z: np.ndarray,
+                         wt: np.ndarray, dml: np.ndarray, db: np.ndarray, inv_b: float, lo: float,
+                         hi: float) -> None:
+    r"""Gradient of the negative importance-weighted bound with respect to ``[mu | logvar]``.
+
+    .. math::
+        g_{lB+i} = \mathrm{dz}_{lB+i} + \frac{\tilde w_{lB+i}}{B} z_{lB+i}, \qquad
+        \mathrm{dmu}_i = \sum_l g_{lB+i}, \qquad
+        \mathrm{dlogvar}_i = \frac{\mathrm{sigma}_i}{2} \sum_l g_{lB+i} \odot \epsilon_{l,i} - \frac{1}{2B}
+
+    (docs/derivation.md, Eq. (IW2)): ``dz`` is what the decoder sends back
+    (its rows already weighted), the second term of ``g`` comes from
+    ``log p(z)``, and ``-1/(2B)`` from ``log q``'s own ``-logvar/2``
+    (``sum_l w~ = 1``). ``dlogvar`` is 0 unless ``lo < raw < hi`` strictly
+    (Eq. (V1)); for an unbounded model the caller passes ``lo = -inf`` and
+    ``hi`` just above ``LOGVAR_MAX``, so that, as in :func:`reparam_kl_backward`,
+    the gradient passes at the clamp itself. Shapes: dz, z (L*B, K); eps
+    (L, B, K); ml, dml (B, 2K); sigma (B, K); wt (L*B,) float64; db (2K,)
+    output, the column sums of ``dml``. ``inv_b`` is ``1 / B`` in the arrays' dtype.
+    """
+    b, k2 = ml.shape
+    k = k2 // 2
+    n_samples = eps.shape[0]
+    half = ml.dtype.type(0.5)
+    zero = ml.dtype.type(0)
+    direct = -half * inv_b
+    for j in range(k2):
+        db[j] = zero
+    for i in range(b):
+        mr, sr, dr = ml[i], sigma[i], dml[i]
+        for c in range(k):
+            dr[c] = zero
+            dr[k + c] = zero
+        for l in range(n_samples):
+            r = l * b + i
+            dzr, zr, er = dz[r], z[r], eps[l, i]
+            w = ml.dtype.type(wt[r]) * inv_b
+            for c in range(k):
+                g = dzr[c] + w * zr[c]
+                dr[c] += g
+                dr[k + c] += g * er[c]
+        for c in range(k):
+            raw = mr[k + c]
+            v = dr[k + c] * sr[c] * half + direct
+            dr[k + c] = v if (raw > lo and raw < hi) else zero
+        _add_row(db, dr)
+
+
+iwae_latent_backward = jit(iwae_latent_backward)

@@ -122,3 +122,92 @@ def sgd_momentum_update(p: np.ndarray, g: np.ndarray, buf: np.ndarray, lr: float
 def gather_rows(src: np.ndarray, idx: np.ndarray, scale: float, dtype: np.dtype) -> np.ndarray:
     """Rows ``idx`` of ``src``, times ``scale``, in ``dtype``: a minibatch."""
     return np.multiply(np.take(src, idx, axis=0), dtype.type(scale), dtype=dtype)
+
+
+# ---------------------------------------------------------------------------- gated layer, bounded logvar, IWAE
+
+
+def gated_forward(xw: np.ndarray, xv: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(a, g, h)``: ``a = xW + b``, ``g = sigmoid(xV + c)``, ``h = a * g`` from the two products (Eq. (H1))."""
+    a = xw + b
+    g = sigmoid(xv + c)
+    return a, g, a * g
+
+
+def gated_backward(dh: np.ndarray, a: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(da, ds, db, dc)``: ``da = dh * g``, ``ds = dh * a * g * (1 - g)`` and their column sums (Eq. (H1))."""
+    da = dh * g
+    ds = dh * a * g * (1 - g)
+    return da, ds, da.sum(axis=0), ds.sum(axis=0)
+
+
+def reparam_kl_forward_bounded(ml: np.ndarray, eps: np.ndarray, lo: float, hi: float) -> tuple[float, np.ndarray, np.ndarray]:
+    """:func:`reparam_kl_forward` with ``logvar = clip(raw, lo, hi)`` (Eq. (V1))."""
+    k = ml.shape[1] // 2
+    bounded = ml.copy()
+    bounded[:, k:] = np.clip(ml[:, k:], lo, hi)
+    return reparam_kl_forward(bounded, eps)
+
+
+def reparam_kl_backward_bounded(dz: np.ndarray, eps: np.ndarray, ml: np.ndarray, sigma: np.ndarray,
+                                kl_scale: float, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`reparam_kl_backward`, with ``dlogvar`` zero unless ``lo < raw < hi`` (Eq. (V1))."""
+    k = ml.shape[1] // 2
+    dml, _ = reparam_kl_backward(dz, eps, np.minimum(ml, LOGVAR_MAX), sigma, kl_scale)
+    raw = ml[:, k:]
+    dml[:, k:] = np.where((raw > lo) & (raw < hi), dml[:, k:], 0)
+    return dml, dml.sum(axis=0)
+
+
+def iwae_latent_forward(ml: np.ndarray, eps: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(z (L*B, K), sigma (B, K), logr (L*B,))`` with ``logr = log p(z) - log q(z|x)`` in float64 (Eq. (IW1))."""
+    k = ml.shape[1] // 2
+    mu, logvar = ml[:, :k], np.clip(ml[:, k:], lo, hi)
+    sigma = np.exp(logvar / 2)
+    z3 = mu[None] + sigma[None] * eps
+    z64, e64 = z3.astype(np.float64), eps.astype(np.float64)
+    log_p = -0.5 * np.sum(z64**2, axis=-1) - 0.5 * k * np.log(2 * np.pi)
+    log_q = np.sum(-0.5 * e64**2 - 0.5 * logvar.astype(np.float64)[None] - 0.5 * np.log(2 * np.pi), axis=-1)
+    return z3.reshape(-1, k), sigma, (log_p - log_q).reshape(-1)
+
+
+def bernoulli_nll_rows(logits: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(nll per row (float64), sigmoid(logits) - x)`` (Eq. (B1) row by row)."""
+    xt = np.tile(x, (logits.shape[0] // x.shape[0], 1))
+    nll = np.sum(np.maximum(logits, 0) - xt * logits + np.log1p(np.exp(-np.abs(logits))), axis=1, dtype=np.float64)
+    return nll, sigmoid(logits) - xt
+
+
+def gaussian_sq_err_rows(mean: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(sum (m - x)^2 per row (float64), m - x)`` (Eq. (G1) row by row)."""
+    diff = mean - np.tile(x, (mean.shape[0] // x.shape[0], 1))
+    return np.sum(diff.astype(np.float64) ** 2, axis=1), diff
+
+
+def iwae_weights(logr: np.ndarray, nll: np.ndarray, nll_scale: float, nll_const: float,
+                 n_samples: int) -> tuple[float, np.ndarray]:
+    """``(sum_i log mean_l w_il, normalized weights (L*B,))`` with ``log w = logr - (a nll + c)`` (Eqs. (IW1), (IW2))."""
+    logw = (logr - (nll_scale * nll + nll_const)).reshape(n_samples, -1)
+    m = logw.max(axis=0)
+    e = np.exp(logw - m)
+    s = e.sum(axis=0)
+    return float(np.sum(m + np.log(s) - np.log(n_samples))), (e / s).reshape(-1)
+
+
+def scale_rows_colsum(d: np.ndarray, wt: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(d * (wt * scale)[:, None], its column sums)``."""
+    out = d * (wt * scale).astype(d.dtype)[:, None]
+    return out, out.sum(axis=0)
+
+
+def iwae_latent_backward(dz: np.ndarray, eps: np.ndarray, ml: np.ndarray, sigma: np.ndarray, z: np.ndarray,
+                         wt: np.ndarray, inv_b: float, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(dml, db)`` for the negative importance-weighted bound (Eq. (IW2))."""
+    n_samples, b, k = eps.shape
+    g = (dz + (wt * inv_b).astype(dz.dtype)[:, None] * z).reshape(n_samples, b, k)
+    dmu = g.sum(axis=0)
+    dlogvar = (g * eps).sum(axis=0) * sigma / 2 - inv_b / 2
+    raw = ml[:, k:]
+    dlogvar = np.where((raw > lo) & (raw < hi), dlogvar, 0)
+    dml = np.concatenate([dmu, dlogvar], axis=1)
+    return dml, dml.sum(axis=0)
