@@ -251,6 +251,112 @@ class Dense:
         return dx
 
 
+class GatedDense:
+    r"""Gated fully connected layer: ``h = (x W + b) * sigmoid(x V + c)``.
+
+    A linear part gated elementwise by a learned sigmoid, as the ``GatedDense``
+    of Tomczak & Welling's VampPrior code (and the Exemplar VAE built on it)
+    with its default ``activation=None``: the linear part has no activation of
+    its own (docs/derivation.md, Eq. (H1)).
+
+    Parameters
+    ----------
+    in_dim, out_dim
+        Sizes of the input and output features.
+    rng
+        Generator for the initial weights, or an int seed (default: a fresh
+        unseeded Generator).
+    dtype
+        float32 or float64.
+
+    Notes
+    -----
+    ``params`` and ``grads`` hold ``W``, ``b`` (the linear part) and ``V``,
+    ``c`` (the gate), with W and V of shape (in_dim, out_dim). W is drawn
+    first, then V, each uniformly in :math:`\pm\sqrt{6 / (\text{fan}_{in} +
+    \text{fan}_{out})}` (Glorot, as :class:`Dense` does for activations that
+    are not ReLU-like); biases start at zero, so every gate starts near 1/2.
+    ``forward`` caches ``x``, the linear part ``a = x W + b`` and the gate
+    ``g``, which is all ``backward`` needs. The same checks and workspaces as
+    :class:`Dense`.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, rng: np.random.Generator | int | None = None,
+                 dtype: np.dtype | type = np.float64) -> None:
+        self.in_dim = check_int("in_dim", in_dim)
+        self.out_dim = check_int("out_dim", out_dim)
+        self.dtype = check_dtype("dtype", dtype)
+        rng = check_rng("rng", rng, None)
+        limit = np.sqrt(6.0 / (in_dim + out_dim))
+        w = rng.uniform(-limit, limit, size=(in_dim, out_dim)).astype(self.dtype)
+        v = rng.uniform(-limit, limit, size=(in_dim, out_dim)).astype(self.dtype)
+        params = {"W": w, "b": np.zeros(out_dim, self.dtype), "V": v, "c": np.zeros(out_dim, self.dtype)}
+        self.params = ArrayDict(params, "params")
+        self.grads = ArrayDict({k: np.zeros_like(p) for k, p in params.items()}, "grads")
+        self._ws = Workspaces({"a": (-1, out_dim), "g": (-1, out_dim), "h": (-1, out_dim), "da": (-1, out_dim),
+                               "ds": (-1, out_dim), "dx": (-1, in_dim), "dx2": (-1, in_dim)}, self.dtype)
+        self._x: np.ndarray | None = None
+        self._cur: dict[str, np.ndarray] | None = None  # the workspace of the last forward, for backward
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``h = (x W + b) * sigmoid(x V + c)`` for ``x`` of shape (n, in_dim); caches ``x``, ``a`` and ``g``.
+
+        ``x`` must be a finite float array (converted to the layer's dtype);
+        the result is the layer's workspace, valid until the next call with as
+        many rows.
+        """
+        return self._forward(check_data("x", x, width=self.in_dim, dtype=self.dtype))
+
+    def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        r"""Gradients of the loss through the gate and both affine maps.
+
+        With ``a = x W + b`` and ``g = sigmoid(x V + c)`` from the forward,
+
+        .. math::
+            \mathrm{da} = \mathrm{dh} \odot g, \quad
+            \mathrm{ds} = \mathrm{dh} \odot a \odot g \odot (1 - g), \quad
+            \mathrm{dW} = x^\top \mathrm{da}, \quad \mathrm{db} = \textstyle\sum_{rows} \mathrm{da}, \quad
+            \mathrm{dV} = x^\top \mathrm{ds}, \quad \mathrm{dc} = \textstyle\sum_{rows} \mathrm{ds}, \quad
+            \mathrm{dx} = \mathrm{da}\, W^\top + \mathrm{ds}\, V^\top
+
+        (docs/derivation.md, Eq. (H1)). Shapes: dh (= ``dy``), da, ds (n,
+        out_dim), the shape of the last forward output; dW, dV (in_dim,
+        out_dim); db, dc (out_dim,); dx (n, in_dim). Returns ``dx``, or
+        ``None`` when ``need_dx`` is false.
+
+        Raises ``RuntimeError`` before any forward, ``TypeError`` or
+        ``ValueError`` for a ``dy`` that is not a finite float array of that shape.
+        """
+        if self._cur is None:
+            raise RuntimeError("GatedDense.backward called before forward")
+        return self._backward(_check_dy(dy, self._cur["h"], self.dtype), bool(need_dx))
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`forward` without the checks: ``x`` is a C-contiguous (n, in_dim) array of the layer's dtype."""
+        ws = self._ws.get(x.shape[0])
+        np.matmul(x, self.params["W"], out=ws["a"])
+        np.matmul(x, self.params["V"], out=ws["g"])
+        kernels.gated_forward(ws["a"], ws["g"], ws["h"], self.params["b"], self.params["c"])
+        self._x, self._cur = x, ws
+        return ws["h"]
+
+    def _backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        """:meth:`backward` without the checks: ``dy`` has the last forward output's shape and dtype."""
+        x, ws = self._x, self._cur
+        assert x is not None and ws is not None
+        da, ds = ws["da"], ws["ds"]
+        kernels.gated_backward(dy, ws["a"], ws["g"], da, ds, self.grads["b"], self.grads["c"])
+        np.matmul(x.T, da, out=self.grads["W"])
+        np.matmul(x.T, ds, out=self.grads["V"])
+        if not need_dx:
+            return None
+        dx = ws["dx"]
+        np.matmul(da, self.params["W"].T, out=dx)
+        np.matmul(ds, self.params["V"].T, out=ws["dx2"])
+        np.add(dx, ws["dx2"], out=dx)
+        return dx
+
+
 class Activation:
     """A stand-alone activation layer, ``y = f(x)``, with no parameters.
 
