@@ -24,10 +24,30 @@ import numpy as np
 
 from . import kernels
 from ._validate import check_choice, check_data, check_dtype, check_float, check_int, check_rng
-from .layers import ArrayDict, Dense, Workspaces
+from .layers import ArrayDict, Dense, GatedDense, Workspaces
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+LAYERS = ("dense", "gated")
+OBJECTIVES = ("elbo", "iwae")
 _EVAL_CHUNK = 1024
+
+
+def _check_logvar_bounds(bounds: object) -> tuple[float, float] | None:
+    """``None``, or ``(lo, hi)`` as floats: two finite numbers, ``lo < hi <= LOGVAR_MAX``."""
+    if bounds is None:
+        return None
+    if isinstance(bounds, np.ndarray) and bounds.ndim == 1:
+        bounds = bounds.tolist()
+    if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence) or len(bounds) != 2:
+        raise TypeError(f"logvar_bounds must be None or a pair (lo, hi) of numbers, got {bounds!r}")
+    lo = check_float("logvar_bounds[0]", bounds[0], minimum=-math.inf)
+    hi = check_float("logvar_bounds[1]", bounds[1], minimum=-math.inf)
+    if not lo < hi:
+        raise ValueError(f"logvar_bounds must have lo < hi, got ({lo:g}, {hi:g})")
+    if hi > kernels.LOGVAR_MAX:
+        raise ValueError(f"logvar_bounds[1] must be <= {kernels.LOGVAR_MAX:g} (npvae.kernels.LOGVAR_MAX, the clamp "
+                         f"that keeps float32 finite), got {hi:g}")
+    return lo, hi
 
 
 class VAE:
@@ -45,11 +65,17 @@ class VAE:
         ``"bernoulli"`` (logits, inputs in [0, 1]) or ``"gaussian"`` (mean,
         fixed standard deviation ``sigma_dec``).
     activation
-        Activation of every hidden layer (see :data:`npvae.kernels.ACTIVATIONS`).
+        Activation of every hidden layer of ``layer="dense"`` (see
+        :data:`npvae.kernels.ACTIVATIONS`; default ``"relu"``). Gated layers
+        have no other activation: with ``layer="gated"`` leave it unset (or
+        pass ``"identity"``, which is what :meth:`config` records); any other
+        value is a ``ValueError``.
     beta
-        Weight of the KL term (1 gives the ELBO).
+        Weight of the KL term (1 gives the ELBO). Must be 1 with
+        ``objective="iwae"``, which has no separate KL term to weight.
     n_samples
-        L, the Monte Carlo samples of z per example.
+        L, the Monte Carlo samples of z per example; k, the importance
+        samples per example, for ``objective="iwae"``.
     seed
         Seeds the Generator used for the initial weights and for the noise
         when ``eps`` is not given.
@@ -59,6 +85,25 @@ class VAE:
         Standard deviation of the Gaussian decoder.
     alpha
         Negative slope of ``leaky_relu``.
+    layer
+        ``"dense"``: every hidden layer of encoder and decoder is
+        ``f(x W + b)`` (:class:`npvae.Dense`). ``"gated"``: every hidden layer
+        is ``(x W + b) * sigmoid(x V + c)`` (:class:`npvae.layers.GatedDense`,
+        docs/derivation.md, Eq. (H1)), with parameters ``W``, ``b``, ``V``,
+        ``c``. The head and the output layer are affine either way.
+    logvar_bounds
+        ``None``, or ``(lo, hi)``: the head's logvar goes through a hardtanh,
+        ``logvar = min(max(raw, lo), hi)``, everywhere it is used (the loss,
+        the samples of z, :meth:`encode`), with gradient 1 for ``lo < raw <
+        hi`` and 0 otherwise, at the bounds included (Eq. (V1)). Finite,
+        ``lo < hi <= 30`` (the built-in clamp, :data:`npvae.kernels.LOGVAR_MAX`).
+    objective
+        ``"elbo"``: the negative ELBO (Eq. (E1)). ``"iwae"``: the negative
+        importance-weighted bound of Burda et al. with k = ``n_samples``,
+        ``-mean_i log (1/k) sum_l w_il`` with ``w = p(x|z) p(z) / q(z|x)``
+        (Eqs. (IW1), (IW2)); then :meth:`loss_terms`, :meth:`evaluate_terms`
+        return ``(that loss, 0.0)`` (the bound does not split into a
+        reconstruction and a KL) and :meth:`evaluate` returns that loss.
 
     Attributes
     ----------
@@ -75,8 +120,8 @@ class VAE:
         overwritten by the next one; read-only in the same way.
     beta, sigma_dec, n_samples
         May be changed after construction; each assignment is checked as the
-        constructor checks it (a finite float >= 0; a finite float > 0; an
-        integer >= 1).
+        constructor checks it (a finite float >= 0, exactly 1 with
+        ``objective="iwae"``; a finite float > 0; an integer >= 1).
 
     Notes
     -----
@@ -96,16 +141,26 @@ class VAE:
     """
 
     def __init__(self, input_dim: int, hidden_dims: Sequence[int] = (400,), latent_dim: int = 20,
-                 likelihood: str = "bernoulli", activation: str = "relu", beta: float = 1.0,
+                 likelihood: str = "bernoulli", activation: str | None = None, beta: float = 1.0,
                  n_samples: int = 1, seed: int | None = 0, dtype: np.dtype | type = np.float32,
-                 sigma_dec: float = 1.0, alpha: float = 0.01) -> None:
+                 sigma_dec: float = 1.0, alpha: float = 0.01, layer: str = "dense",
+                 logvar_bounds: Sequence[float] | None = None, objective: str = "elbo") -> None:
         self.input_dim = check_int("input_dim", input_dim)
         if isinstance(hidden_dims, (int, np.integer)):
             hidden_dims = (int(hidden_dims),)
         self.hidden_dims = tuple(check_int("hidden_dims[]", h) for h in hidden_dims)
         self.latent_dim = check_int("latent_dim", latent_dim)
         self.likelihood = check_choice("likelihood", likelihood, LIKELIHOODS)
+        self.layer = check_choice("layer", layer, LAYERS)
+        if self.layer == "gated":
+            if activation not in (None, "identity"):
+                raise ValueError(f"activation must be left unset with layer='gated' (its hidden layers compute "
+                                 f"(x W + b) * sigmoid(x V + c), with no other activation); got {activation!r}")
+            activation = "identity"
+        elif activation is None:
+            activation = "relu"
         self.activation = check_choice("activation", activation, kernels.ACTIVATIONS)
+        self.objective = check_choice("objective", objective, OBJECTIVES)
         self._lock = threading.RLock()
         self.beta = beta
         self.dtype = check_dtype("dtype", dtype)
@@ -115,19 +170,30 @@ class VAE:
             seed = check_int("seed", seed, minimum=0)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
+        self.logvar_bounds = _check_logvar_bounds(logvar_bounds)
+        # The hardtanh's bounds as the kernels take them: (-inf, LOGVAR_MAX) is the built-in clamp, whose
+        # gradient passes at 30 itself (hi_grad just above it); given bounds stop it at the bounds.
+        lo, hi = self.logvar_bounds if self.logvar_bounds is not None else (-math.inf, kernels.LOGVAR_MAX)
+        self._lv_lo, self._lv_hi = self.dtype.type(lo), self.dtype.type(hi)
+        self._lv_hi_grad = (self._lv_hi if self.logvar_bounds is not None
+                            else np.nextafter(self._lv_hi, self.dtype.type(np.inf)))
 
         dims = (self.input_dim, *self.hidden_dims)
         mk = lambda i, o, act: Dense(i, o, act, self.rng, self.dtype, self.alpha)  # noqa: E731
-        self.encoder = [mk(dims[i], dims[i + 1], activation) for i in range(len(self.hidden_dims))]
+        if self.layer == "gated":
+            hid: Any = lambda i, o: GatedDense(i, o, self.rng, self.dtype)  # noqa: E731
+        else:
+            hid = lambda i, o: mk(i, o, activation)  # noqa: E731
+        self.encoder = [hid(dims[i], dims[i + 1]) for i in range(len(self.hidden_dims))]
         self.head = mk(dims[-1], 2 * self.latent_dim, "identity")
         rdims = (self.latent_dim, *self.hidden_dims[::-1])
-        self.decoder = [mk(rdims[i], rdims[i + 1], activation) for i in range(len(self.hidden_dims))]
+        self.decoder = [hid(rdims[i], rdims[i + 1]) for i in range(len(self.hidden_dims))]
         self.out = mk(rdims[-1], self.input_dim, "identity")
 
         params: dict[str, np.ndarray] = {}
         grads: dict[str, np.ndarray] = {}  # owned by the layers, overwritten by each step
         for name, layer in self._named_layers():
-            for k in ("W", "b"):
+            for k in layer.params:  # W, b; and V, c for a gated layer
                 params[f"{name}.{k}"] = layer.params[k]
                 grads[f"{name}.{k}"] = layer.grads[k]
         self._params = ArrayDict(params, "vae.params")
@@ -162,7 +228,11 @@ class VAE:
 
     @beta.setter
     def beta(self, value: float) -> None:
-        self._beta = check_float("beta", value, minimum=0.0, inclusive=True)
+        beta = check_float("beta", value, minimum=0.0, inclusive=True)
+        if self.objective == "iwae" and beta != 1.0:
+            raise ValueError(f"beta must be 1 with objective='iwae' (the importance-weighted bound has no separate "
+                             f"KL term to weight), got {beta:g}")
+        self._beta = beta
 
     @property
     def sigma_dec(self) -> float:
@@ -187,6 +257,9 @@ class VAE:
             self._n_samples = n
             # per batch size: the noise, z (row l*B + i once reshaped to (L*B, K)), and sigma for backward
             self._noise = Workspaces({"eps": (n, -1, k), "z": (n, -1, k), "sigma": (-1, k)}, self.dtype)
+            # objective="iwae", per n_samples * batch rows (float64): log p(z) - log q(z|x), the rows'
+            # negative log-likelihoods (or squared errors), then the normalized weights
+            self._iw = Workspaces({"logr": (-1,), "nll": (-1,), "wt": (-1,)}, np.dtype(np.float64))
 
     def __getstate__(self) -> dict[str, Any]:
         """For copy.deepcopy: everything but the lock, which is not copyable."""
@@ -221,7 +294,7 @@ class VAE:
             self._grads._rebind(name, grad)
 
     # ------------------------------------------------------------------ structure
-    def _named_layers(self) -> list[tuple[str, Dense]]:
+    def _named_layers(self) -> list[tuple[str, Dense | GatedDense]]:
         return ([(f"encoder.{i}", l) for i, l in enumerate(self.encoder)] + [("encoder.head", self.head)]
                 + [(f"decoder.{i}", l) for i, l in enumerate(self.decoder)] + [("decoder.out", self.out)])
 
@@ -231,7 +304,9 @@ class VAE:
                 "latent_dim": self.latent_dim, "likelihood": self.likelihood,
                 "activation": self.activation, "beta": self.beta, "n_samples": self.n_samples,
                 "seed": self.seed, "dtype": self.dtype.name, "sigma_dec": self.sigma_dec,
-                "alpha": self.alpha}
+                "alpha": self.alpha, "layer": self.layer,
+                "logvar_bounds": None if self.logvar_bounds is None else list(self.logvar_bounds),
+                "objective": self.objective}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -278,8 +353,12 @@ class VAE:
         """Forward (and backward) pass on a checked batch; returns (mean NLL, mean KL).
 
         Fills ``self.grads`` when ``backward``. Allocates nothing once the
-        workspaces for this batch size exist.
+        workspaces for this batch size exist. For ``objective="iwae"``,
+        returns ``(negative importance-weighted bound, 0.0)`` instead
+        (:meth:`_iwae_terms`).
         """
+        if self.objective == "iwae":
+            return self._iwae_terms(x, eps, rng, backward)
         b, l_ = x.shape[0], self.n_samples
         nb = self._noise.get(b)
         if eps is None:
@@ -287,7 +366,10 @@ class VAE:
             eps = nb["eps"]
         z = nb["z"].reshape(l_ * b, self.latent_dim)
         ml = self._encode_raw(x)
-        kl_sum = kernels.reparam_kl_forward(ml, eps, z, nb["sigma"])
+        if self.logvar_bounds is None:
+            kl_sum = kernels.reparam_kl_forward(ml, eps, z, nb["sigma"])
+        else:
+            kl_sum = kernels.reparam_kl_forward_bounded(ml, eps, z, nb["sigma"], self._lv_lo, self._lv_hi)
         out = self._decode_raw(z)
         dout = self.out.pre_activation_grad_buffer(out.shape[0])
         scale = self.dtype.type(self._likelihood_scale(b * l_))
@@ -302,13 +384,65 @@ class VAE:
                 d = layer._backward(d)
             assert d is not None
             dml = self.head.pre_activation_grad_buffer(b)
-            kernels.reparam_kl_backward(d, eps, ml, nb["sigma"], dml, self.head.grads["b"],
-                                        self.dtype.type(self.beta / b))
+            if self.logvar_bounds is None:
+                kernels.reparam_kl_backward(d, eps, ml, nb["sigma"], dml, self.head.grads["b"],
+                                            self.dtype.type(self.beta / b))
+            else:
+                kernels.reparam_kl_backward_bounded(d, eps, ml, nb["sigma"], dml, self.head.grads["b"],
+                                                    self.dtype.type(self.beta / b), self._lv_lo, self._lv_hi)
             d = self.head.backward_affine(dml, need_dx=bool(self.encoder))
             for i in range(len(self.encoder) - 1, -1, -1):
                 assert d is not None  # None only from the first layer, which is last here
                 d = self.encoder[i]._backward(d, need_dx=i > 0)
         return nll_sum / (b * l_), kl_sum / b
+
+    def _iwae_terms(self, x: np.ndarray, eps: np.ndarray | None, rng: np.random.Generator,
+                    backward: bool) -> tuple[float, float]:
+        """The negative importance-weighted bound on a checked batch, and ``0.0`` (Eqs. (IW1), (IW2)).
+
+        Forward: z and ``log p(z) - log q(z|x)`` per sample, the decoder, the
+        rows' negative log-likelihoods with their unscaled gradients, then the
+        normalized weights and the log-mean-exp in float64. Backward: each
+        output row's gradient scaled by its weight / B, the decoder, then
+        ``[mu | logvar]`` through z and through log q's own logvar, the
+        head, the encoder. Allocates nothing once the workspaces exist.
+        """
+        b, k_ = x.shape[0], self.n_samples
+        nb = self._noise.get(b)
+        iw = self._iw.get(k_ * b)
+        if eps is None:
+            rng.standard_normal(out=nb["eps"], dtype=self.dtype)
+            eps = nb["eps"]
+        z = nb["z"].reshape(k_ * b, self.latent_dim)
+        ml = self._encode_raw(x)
+        kernels.iwae_latent_forward(ml, eps, z, nb["sigma"], iw["logr"], self._lv_lo, self._lv_hi)
+        out = self._decode_raw(z)
+        dout = self.out.pre_activation_grad_buffer(out.shape[0])
+        if self.likelihood == "bernoulli":
+            kernels.bernoulli_nll_rows(out, x, dout, iw["nll"], self._row_tmp)
+            nll_scale, nll_const, grad_scale = 1.0, 0.0, 1.0 / b
+        else:
+            kernels.gaussian_sq_err_rows(out, x, dout, iw["nll"])
+            s2 = self.sigma_dec**2
+            nll_scale = 1.0 / (2 * s2)
+            nll_const = self.input_dim * (math.log(self.sigma_dec) + 0.5 * math.log(2 * math.pi))
+            grad_scale = 1.0 / (s2 * b)
+        total = kernels.iwae_weights(iw["logr"], iw["nll"], nll_scale, nll_const, k_, iw["wt"])
+        if backward:
+            kernels.scale_rows_colsum(dout, iw["wt"], grad_scale, self.out.grads["b"])
+            d = self.out.backward_affine(dout)
+            for layer in reversed(self.decoder):
+                assert d is not None
+                d = layer._backward(d)
+            assert d is not None
+            dml = self.head.pre_activation_grad_buffer(b)
+            kernels.iwae_latent_backward(d, eps, ml, nb["sigma"], z, iw["wt"], dml, self.head.grads["b"],
+                                         self.dtype.type(1.0 / b), self._lv_lo, self._lv_hi_grad)
+            d = self.head.backward_affine(dml, need_dx=bool(self.encoder))
+            for i in range(len(self.encoder) - 1, -1, -1):
+                assert d is not None
+                d = self.encoder[i]._backward(d, need_dx=i > 0)
+        return -total / b, 0.0
 
     def _likelihood_scale(self, rows: int) -> float:
         """The ``scale`` the likelihood kernel takes for ``rows`` output rows: the gradient of the mean over rows."""
@@ -349,7 +483,9 @@ class VAE:
         Returns
         -------
         loss : float
-            Mean negative ELBO in nats per example (docs/derivation.md, Eq. (E1)).
+            Mean negative ELBO in nats per example (docs/derivation.md, Eq. (E1));
+            for ``objective="iwae"``, the negative importance-weighted bound
+            with k = ``n_samples`` (Eq. (IW1)).
         grads : dict[str, np.ndarray]
             Same keys and shapes as :attr:`params`; fresh copies the caller owns.
         """
@@ -364,6 +500,8 @@ class VAE:
         """``(reconstruction, kl)``: mean negative log-likelihood and mean KL per example.
 
         The loss is ``reconstruction + beta * kl``. No gradients are computed.
+        For ``objective="iwae"``: ``(negative importance-weighted bound, 0.0)``,
+        so that the loss is still the first plus beta (1) times the second.
         """
         x = self._check_x(x)
         with self._lock:
@@ -373,7 +511,8 @@ class VAE:
 
     def evaluate(self, x: np.ndarray, rng: np.random.Generator | int | None = None,
                  batch_size: int = _EVAL_CHUNK) -> float:
-        """Mean negative ELBO over ``x`` (float), computed in chunks.
+        """Mean negative ELBO over ``x`` (float), computed in chunks (for ``objective="iwae"``, the
+        mean negative importance-weighted bound with k = ``n_samples``).
 
         The Monte Carlo noise comes from ``rng`` (a Generator, or an int seed)
         or, by default, from a fresh Generator seeded with 0, so that the same
@@ -401,7 +540,11 @@ class VAE:
         return rec / x.shape[0], kl / x.shape[0]
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(mu, logvar)`` of q(z | x), each of shape (n, latent_dim)."""
+        """``(mu, logvar)`` of q(z | x), each of shape (n, latent_dim).
+
+        With ``logvar_bounds``, ``logvar`` is the bounded one the model samples
+        with (Eq. (V1)).
+        """
         x = self._check_x(x)
         k = self.latent_dim
         mus, logvars = [], []
@@ -409,7 +552,10 @@ class VAE:
             for start in range(0, x.shape[0], _EVAL_CHUNK):
                 ml = self._encode_raw(x[start:start + _EVAL_CHUNK])
                 mus.append(ml[:, :k].copy())
-                logvars.append(ml[:, k:].copy())
+                if self.logvar_bounds is None:
+                    logvars.append(ml[:, k:].copy())
+                else:
+                    logvars.append(np.clip(ml[:, k:], self._lv_lo, self._lv_hi))
         return np.concatenate(mus), np.concatenate(logvars)
 
     def decode(self, z: np.ndarray) -> np.ndarray:
