@@ -241,6 +241,12 @@ def unsupported(vae: Any, optimizer: Any, clip_norm: float | None, *, threads: b
     """
     import numba
 
+    if getattr(vae, "layer", "dense") != "dense":
+        return f"it has dense hidden layers only, not layer={vae.layer!r}"
+    if getattr(vae, "objective", "elbo") != "elbo":
+        return f"it minimizes the negative ELBO only, not objective={vae.objective!r}"
+    if getattr(vae, "logvar_bounds", None) is not None:
+        return f"it does not bound logvar (logvar_bounds={tuple(vae.logvar_bounds)!r})"
     if type(optimizer) is not Adam:
         return f"it trains with npvae.Adam only, not {type(optimizer).__name__}"
     if clip_norm is not None:
