@@ -177,3 +177,16 @@ def test_bad_options_are_clear_errors(digits, options, exc, message):
 def test_binarizing_data_outside_the_unit_range_is_refused(digits):
     with pytest.raises(ValueError, match=r"binarize='dynamic' draws each pixel from Bernoulli\(x\): x_train must lie"):
         npvae.train(small(likelihood="gaussian"), digits[:64] * 2, epochs=1, batch_size=32, binarize="dynamic")
+
+
+def test_on_epoch_returning_true_ends_the_run_and_resume_continues_it(digits, tmp_path):
+    ckpt = tmp_path / "run.npz"
+    straight = small()
+    h_straight = npvae.train(straight, digits[:128], epochs=4, batch_size=64)
+    history = npvae.train(small(), digits[:128], epochs=4, batch_size=64, checkpoint_path=ckpt,
+                          on_epoch=lambda record: record["epoch"] == 2)
+    assert [r["epoch"] for r in history] == [1, 2]
+    resumed, h_resumed = npvae.resume(ckpt, digits[:128])
+    assert [r["train_loss"] for r in h_resumed] == [r["train_loss"] for r in h_straight]
+    for k in straight.params:
+        np.testing.assert_array_equal(resumed.params[k], straight.params[k], err_msg=k)

@@ -111,7 +111,9 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
         Called after each step as ``on_batch(epoch, batch, n_batches, loss)``.
     on_epoch
         Called with each epoch's history record. It may change ``vae.beta``
-        (a KL schedule): the next epoch trains with the new value.
+        (a KL schedule): the next epoch trains with the new value. If it
+        returns ``True``, training ends after this epoch (a time budget, say);
+        :func:`resume` continues such a run from its checkpoint.
     clip_norm
         If given, gradients are rescaled so their global L2 norm is at most this.
     checkpoint_path
@@ -321,8 +323,8 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
             if checkpoints is not None:
                 checkpoints.save(vae, optimizer, progress(epoch + 1, 0), extra())
             bar.end_epoch(record)
-            if on_epoch is not None:
-                on_epoch(record)
+            if on_epoch is not None and on_epoch(record) is True:
+                break  # the caller stops the run here; the checkpoint just saved continues it
             if stopped_early is not None:
                 break
             if interrupt.requested and epoch < epochs:  # Ctrl-C during validation or on_epoch
