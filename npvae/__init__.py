@@ -37,6 +37,8 @@ _LAZY = {
     "load_fashion_mnist": ("datasets", "load_fashion_mnist"),
     "load_mnist_5k": ("datasets", "load_mnist_5k"),
     "ProgressBar": ("progress", "ProgressBar"),
+    "log_likelihood": ("evaluation", "log_likelihood"),
+    "diagnostics": ("evaluation", "diagnostics"),
 }
 _SUBMODULES = {"datasets", "idx", "download", "progress", "plots", "fdcheck", "kernels", "reference", "layers", "optim",
                "vae", "checkpoint", "errors", "fused", "training"}

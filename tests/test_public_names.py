@@ -30,6 +30,7 @@ DOCUMENTED = {
     "warmup": "function",
     "load_mnist": "function", "load_fashion_mnist": "function", "load_mnist_5k": "function",
     "ProgressBar": "class",
+    "log_likelihood": "function", "diagnostics": "function",
 }
 
 
