@@ -127,7 +127,8 @@ def test_tiny_run_offline(tmp_path: Path, env: dict[str, str]) -> None:
     assert "final validation negative ELBO" in r.stdout and str(out / "manifold.png") in r.stdout
     doc = check_outputs(out, ALL_FIGURES, latent=2)
     assert doc["data"]["n_train"] == 4500 and doc["data"]["n_val"] == 500 and doc["data"]["val"] == "validation"
-    assert doc["final"]["validation_loss"] == doc["history"][-1]["val_loss"]
+    # the loop validates with the fused step split over the cores: equal to the 9th digit, not bit for bit
+    assert doc["final"]["validation_loss"] == pytest.approx(doc["history"][-1]["val_loss"], rel=1e-8)
 
 
 def test_ctrl_c_prints_resume_command_that_works(tmp_path: Path, env: dict[str, str]) -> None:
@@ -349,7 +350,7 @@ def test_beta_reports_the_true_negative_elbo(tmp_path: Path, fresh_machine: None
     f = doc["final"]
     assert f["validation_negative_elbo"] == pytest.approx(f["validation_reconstruction"] + f["validation_kl"])
     assert f["validation_loss"] == pytest.approx(f["validation_reconstruction"] + 2 * f["validation_kl"])
-    assert f["validation_loss"] == doc["history"][-1]["val_loss"]
+    assert f["validation_loss"] == pytest.approx(doc["history"][-1]["val_loss"], rel=1e-8)  # fused validation
 
 
 def test_resume_takes_the_data_settings_and_folder_from_the_checkpoint(
@@ -499,3 +500,13 @@ def test_missing_data_error_names_the_example_flags(tmp_path: Path, fresh_machin
     line = _error_line(capsys.readouterr().err)
     assert line.startswith("error:") and "--data DIR" in line and "--no-download" in line
     assert "root=" not in line and "download=True" not in line
+
+
+def test_example_is_npvae_train_under_its_own_name() -> None:
+    """One implementation: the example's functions are npvae.cli.training_cmd's, and it names itself in errors."""
+    from npvae.cli import training_cmd
+
+    example = load_example()
+    assert example.load_data is training_cmd.load_data and example.Console is training_cmd.Console
+    assert example.build_parser().prog == "train_mnist.py"
+    assert len(EXAMPLE.read_text().splitlines()) < 80  # a wrapper, not a second copy
