@@ -40,6 +40,11 @@ reported, exit code 0 regardless). Progress goes to stderr.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before NumPy loads: time the BLAS kernel users get (benchmarks/_realblas.py)
+    import _realblas
+
+    _realblas.use_real_blas()
+
 import argparse
 import itertools
 import json
@@ -376,6 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         progress("QUICK run: the numbers are not meaningful")
 
+    import _realblas
+
+    blas_kernel = _realblas.describe()  # the kernel OpenBLAS chose, and the forcing variables removed
+    progress(f"BLAS kernel: {blas_kernel['blas_kernel']} (removed from the environment: "
+             f"{blas_kernel['blas_env_removed'] or 'nothing'}; kept: {blas_kernel['blas_env_kept'] or 'nothing'})")
     info, blas_ok, blas_text = C.blas_report(1)
     progress(f"threadpoolctl: {blas_text}")
     if not blas_ok:
@@ -388,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
            "numba": __import__("numba").__version__, "torch": torch.__version__ if torch else None,
            "cpus": os.cpu_count(), "machine": platform.machine(), "examples": n, "data": source,
            "repeats": args.repeats, "quick": args.quick, "impls": list(impls),
-           "blas_limits_ok": blas_ok,
+           "blas_limits_ok": blas_ok, **blas_kernel,
            "threadpool_info": [{k: d.get(k) for k in ("user_api", "internal_api", "version", "num_threads",
                                                       "threading_layer", "architecture", "filepath")} for d in info]}
     print(json.dumps(env), flush=True)

@@ -40,6 +40,11 @@ and exits 0).
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before NumPy loads: time the BLAS kernel users get (benchmarks/_realblas.py)
+    import _realblas
+
+    _realblas.use_real_blas()
+
 import argparse
 import statistics
 import sys

@@ -35,6 +35,11 @@ re-entrant. What a production version needs is in benchmarks/README.md.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before NumPy loads: time the BLAS kernel users get (benchmarks/_realblas.py)
+    import _realblas
+
+    _realblas.use_real_blas()
+
 import argparse
 import ctypes
 import statistics

@@ -43,6 +43,11 @@ the Bernoulli likelihood and one noise sample.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before NumPy loads: time the BLAS kernel users get (benchmarks/_realblas.py)
+    import _realblas
+
+    _realblas.use_real_blas()
+
 import argparse
 import statistics
 import sys

@@ -49,6 +49,11 @@ printed). This is a measurement, not part of npvae.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before NumPy loads: time the BLAS kernel users get (benchmarks/_realblas.py)
+    import _realblas
+
+    _realblas.use_real_blas()
+
 import argparse
 import collections
 import contextlib
