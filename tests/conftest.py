@@ -24,3 +24,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under test_mutants.py, the run must test the mutated copy of npvae, never the project's own."""
+    expected = os.environ.get("NPVAE_MUTANT_PACKAGE")
+    if expected:
+        import npvae
+
+        found = Path(npvae.__file__).resolve().parent
+        if found != Path(expected).resolve():
+            raise pytest.UsageError(f"npvae was imported from {found}, not from the mutated copy {expected}")

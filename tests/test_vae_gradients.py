@@ -85,7 +85,9 @@ def check_every_param(vae: npvae.VAE, x: np.ndarray, eps: np.ndarray, rng: np.ra
             return value
 
         res = npvae.gradcheck(f, orig.copy(), grads[key], rng=rng, n_directions=3, h=h)
-        assert res.ok, f"{key}: {res}"
+        # with resolved_only, an inconclusive check (every direction within the noise: a gradient of 1e-17
+        # from a dead relu and beta = 2e-16) is bounded below, not refused
+        assert res.ok or (resolved_only and res.inconclusive), f"{key}: {res}"
         if not resolved_only:
             worst = max(worst, res.max_rel_error)
             continue
@@ -261,6 +263,8 @@ def relu_pre_activations(vae: npvae.VAE, x: np.ndarray, eps: np.ndarray) -> list
          activation="relu", seed=0)  # a derivative of 4.5e-7 along a direction: 2e-5 relative at h = 1e-5
 @example(hidden=[1, 1, 1], input_dim=1, latent=1, batch=1, n_samples=1, beta=0.0, likelihood="bernoulli",
          activation="tanh", seed=291)  # unresolved derivatives: 5.7e-4 relative, within the noise
+@example(hidden=[1, 1], input_dim=1, latent=1, batch=1, n_samples=1, beta=2.220446049250313e-16,
+         likelihood="bernoulli", activation="relu", seed=0)  # inconclusive: every gradient of the encoder ~1e-17
 def test_full_loss_gradient_over_shapes(hidden, input_dim, latent, batch, n_samples, beta, likelihood,
                                         activation, seed):
     vae = make(likelihood, activation, hidden=tuple(hidden), input_dim=input_dim, latent=latent, beta=beta,
