@@ -425,3 +425,67 @@ def test_train_validates_with_the_fused_step_and_the_same_numbers(two_threads, m
     for ra, rb in zip(hists[False], hists[True]):
         for key in ("val_loss", "val_reconstruction", "val_kl", "val_nelbo"):
             assert abs(ra[key] - rb[key]) <= 1e-12 * abs(ra[key]), (key, ra, rb)
+
+# ---------------------------------------------------------------------------- benchmarks/bench_validation.py
+# (smoke tests of the benchmark of this path with validation, and of the benchmarks' BLAS-kernel handling;
+# they would sit as well in tests/test_benchmarks_smoke.py)
+BENCH = __import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _run(args: list[str], env: dict | None = None, timeout: float = 600):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, cwd=BENCH.parent)
+
+
+def _json_lines(stdout: str) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def _positive(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0
+
+
+def test_bench_validation_quick() -> None:
+    proc = _run([str(BENCH / "bench_validation.py"), "--quick"])
+    assert proc.returncode == 0, proc.stderr
+    lines = _json_lines(proc.stdout)
+    env = lines[0]
+    assert env["kind"] == "env" and "blas_kernel" in env and "blas_env_removed" in env
+    cases = [d for d in lines if d["kind"] == "case"]
+    assert {(d["size"], d["path"], d["validation"]) for d in cases} == {
+        (s, p, v) for s in ("small", "large") for p in ("fused", "layer") for v in (True, False)}
+    for d in cases:
+        assert _positive(d["epoch_s"]) and _positive(d["wall_per_epoch_s"]), d
+        assert d["train"] == 512 and d["val"] == (64 if d["validation"] else 0)
+        assert (d["last_val_loss"] is None) != d["validation"]
+        if d["validation"]:
+            assert _positive(d["last_val_loss"])
+    assert "| data | validation |" in proc.stdout
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["removed", "kept-on-request"])
+def test_benchmarks_drop_the_forced_blas_kernel_for_themselves(keep: bool) -> None:
+    """OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE force a kernel: a benchmark re-runs itself without them (and says
+    so), unless NPVAE_BENCH_KEEP_BLAS_ENV=1; this process's environment is left as it is."""
+    import os
+
+    before = dict(os.environ)
+    env = {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "512"}
+    if keep:
+        env["NPVAE_BENCH_KEEP_BLAS_ENV"] = "1"
+    proc = _run([str(BENCH / "bench_validation.py"), "--quick", "--sizes", "small", "--epochs", "1"], env=env)
+    assert proc.returncode == 0, proc.stderr
+    info = _json_lines(proc.stdout)[0]
+    if keep:
+        assert info["blas_env_removed"] is None
+        assert info["blas_env_kept"] == {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "512"}
+    else:
+        assert info["blas_env_removed"] == "OPENBLAS_CORETYPE=Haswell,OPENBLAS_L2_SIZE=512"
+        assert info["blas_env_kept"] is None
+    assert dict(os.environ) == before
