@@ -182,8 +182,7 @@ def flatten(vae: npvae.VAE) -> tuple[np.ndarray, np.ndarray]:
             p = flat_p[offset:offset + a.size].reshape(a.shape)
             p[...] = a
             g = flat_g[offset:offset + a.size].reshape(a.shape)
-            layer.params[k], layer.grads[k] = p, g
-            vae.params[f"{name}.{k}"], vae.grads[f"{name}.{k}"] = p, g
+            vae._rebind_param(f"{name}.{k}", p, g)  # in the layer and in both mappings (they are read-only)
             offset += a.size
     return flat_p, flat_g
 
