@@ -334,3 +334,14 @@ def test_new_options_reach_the_library_only_when_given(monkeypatch: pytest.Monke
     line = one_error_line(capsys.readouterr().err)
     assert "argument --kl-warmup: this npvae's npvae.train does not take kl_warmup= yet" in line
     assert calls[-1]["kl_warmup"] == 5
+
+
+@pytest.mark.parametrize("words", [["-8,4"], ["-8", "4"], ["-8", "-2.5"]])
+def test_logvar_bounds_take_negative_numbers(words: list[str]) -> None:
+    """``--logvar-bounds -8,4`` (argparse would take -8,4 for an option) and ``-8 4``."""
+    from npvae.cli import training_cmd
+    from npvae.cli._common import glue_negative_pairs
+
+    argv = glue_negative_pairs(["--logvar-bounds", *words, "--epochs", "3"], "--logvar-bounds")
+    args = training_cmd.build_parser().parse_args(argv)
+    assert args.logvar_bounds == tuple(float(w) for w in ",".join(words).split(",")) and args.epochs == 3

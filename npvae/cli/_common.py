@@ -90,6 +90,21 @@ def bounds(values: list[str]) -> tuple[float, float]:
     return lo, hi
 
 
+def glue_negative_pairs(argv: list[str], flag: str) -> list[str]:
+    """``[flag, "-8,4"]`` as ``[flag + "=-8,4"]``: argparse takes a word that starts with "-" and is not a
+    plain number for an option, so ``--logvar-bounds -8,4`` would lose its value."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == flag and i + 1 < len(argv) and argv[i + 1].startswith("-") and "," in argv[i + 1]:
+            out.append(f"{flag}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def existing_dir(text: str) -> Path:
     path = Path(text).expanduser()
     if not path.is_dir():
@@ -191,8 +206,16 @@ def load_model(path: Path, parser: argparse.ArgumentParser, flag: str = "MODEL")
 
 
 def describe_model(vae: VAE) -> str:
+    """``784-400-20 VAE, bernoulli decoder, relu, 652,824 parameters`` (gated layers, IWAE named when used)."""
+    cfg = vae.config()
     arch = "-".join(str(v) for v in (vae.input_dim, *vae.hidden_dims, vae.latent_dim))
-    return f"{arch} VAE, {vae.likelihood} decoder, {vae.activation}, {vae.n_params:,} parameters"
+    parts = [f"{arch} VAE", f"{vae.likelihood} decoder",
+             "gated layers" if cfg.get("layer") == "gated" else vae.activation]
+    if cfg.get("objective") == "iwae":
+        parts.append(f"IWAE bound with {cfg.get('n_samples', 1)} samples")
+    elif cfg.get("n_samples", 1) > 1:
+        parts.append(f"{cfg['n_samples']} samples of z")
+    return ", ".join(parts + [f"{vae.n_params:,} parameters"])
 
 
 def add_data_arguments(p: argparse.ArgumentParser, split_default: str = "test", limit: int | None = None,

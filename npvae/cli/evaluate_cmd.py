@@ -33,8 +33,9 @@ binarization:
 
 cost:
   The log-likelihood takes --k decoder passes per image: with the default
-  k = 5000, about a minute per 1,000 images for a 784-400-20 model on two cores.
-  --k 100 and --limit 1000 give a quick look (the estimate rises with k).
+  k = 5000, a 784-400-20 model took about 6 minutes per 1,000 images on two
+  busy cores (so an hour or more for the 10,000 test images). --k 100 and
+  --limit 1000 give a quick look (the estimate rises with k).
 
 examples:
   {prog} runs/mnist/model.npz

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import ACTIVATIONS, Parser, bounds, number, one_line
+from ._common import ACTIVATIONS, Parser, bounds, glue_negative_pairs, number, one_line
 
 DESCRIPTION = """\
 Check the hand-written gradients: build a small float64 VAE, fix a batch of
@@ -109,7 +109,7 @@ def _model(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
 
 def main(argv: list[str] | None = None, prog: str = "npvae gradcheck") -> int:
     parser = build_parser(prog)
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(glue_negative_pairs(list(sys.argv[1:] if argv is None else argv), "--logvar-bounds"))
     import npvae
 
     vae = _model(args, parser)

@@ -42,7 +42,9 @@ from npvae.download import mirrors_from_env
 from npvae.errors import CheckpointError, DataFileError
 from npvae.progress import TrainingProgress, format_record
 
-from ._common import (ACTIVATIONS, Parser, bounds, check_file_path, count, existing_dir, existing_file, make_folders,
+from ._common import (ACTIVATIONS, Parser, bounds, check_file_path, count, describe_model, existing_dir,
+                      existing_file,
+                      glue_negative_pairs, make_folders,
                       number, one_line, user_path, writable_folder)
 
 #: Examples the default number of epochs is chosen to cover: about a minute on two cores.
@@ -436,7 +438,7 @@ def main(argv: list[str] | None = None, prog: str = "npvae train", command: list
     command (default: ``npvae train`` as this process was started). Usage errors raise ``SystemExit(2)``.
     """
     parser = build_parser(prog=prog)
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = glue_negative_pairs(sys.argv[1:] if argv is None else list(argv), "--logvar-bounds")
     args = parser.parse_args(argv)
     given = set(vars(build_parser(defaults=False, prog=prog).parse_args(argv)))
     console = Console(args.quiet)
@@ -543,8 +545,7 @@ def run(args: argparse.Namespace, given: set[str], parser: argparse.ArgumentPars
     _remove_stale_outputs(out, ["model.npz", "history.json", *figure_names])
     beta = vae.beta
     if args.resume is None:
-        arch = "-".join(str(v) for v in (vae.input_dim, *vae.hidden_dims, vae.latent_dim))
-        console.info(f"model: {arch} VAE, {vae.likelihood} decoder, {vae.activation}, {vae.n_params:,} parameters; "
+        console.info(f"model: {describe_model(vae)}; "
                      f"{count(epochs, 'epoch')} of {count(-(-n_train // batch_size), 'batch', 'batches')} "
                      f"of {batch_size}, Adam lr {args.lr:g}")
     if beta != 1:
@@ -572,14 +573,23 @@ def run(args: argparse.Namespace, given: set[str], parser: argparse.ArgumentPars
         progress_bar.end_epoch(r)
 
     train_options = _given_options(args, TRAIN_OPTIONS)
+    x_val = data.x_val
+    if args.binarize == "dynamic":  # validate on one fixed binarization: 0/1 pixels, as trained on
+        try:
+            from npvae.datasets import binarize
+        except ImportError:
+            parser.error("argument --binarize: this npvae has no npvae.datasets.binarize yet")
+        x_val = binarize(data.x_val, seed=seed)
+        console.info(f"binarize: every epoch draws new 0/1 training images; the {data.val_name} images are "
+                     f"binarized once (seed {seed})")
     _load_kernels(vae, data.x_train[:4])
     try:
         if args.resume is not None:
-            vae, history = npvae.resume(args.resume, data.x_train, data.x_val, epochs=epochs,
+            vae, history = npvae.resume(args.resume, data.x_train, x_val, epochs=epochs,
                                         on_batch=on_batch, on_epoch=on_epoch, **train_options)
         else:
             history = npvae.train(vae, data.x_train, epochs=epochs, batch_size=batch_size,
-                                  optimizer=npvae.Adam(args.lr), x_val=data.x_val, seed=args.seed,
+                                  optimizer=npvae.Adam(args.lr), x_val=x_val, seed=args.seed,
                                   on_batch=on_batch, on_epoch=on_epoch, checkpoint_path=checkpoint,
                                   metadata=metadata, **train_options)
     except npvae.TrainingDivergedError as exc:
@@ -599,7 +609,7 @@ def run(args: argparse.Namespace, given: set[str], parser: argparse.ArgumentPars
     # ---- save the model and the history, then draw
     files = [out / "model.npz", out / "history.json"]
     vae.save(files[0])
-    rec, kl = vae.evaluate_terms(data.x_val)  # the noise of vae.evaluate: val_loss == rec + beta * kl
+    rec, kl = vae.evaluate_terms(x_val)  # the noise of vae.evaluate: val_loss == rec + beta * kl
     nelbo, loss = rec + kl, rec + beta * kl
     train_seconds = sum(r["seconds"] for r in history)
     v = data.val_name
