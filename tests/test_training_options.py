@@ -190,3 +190,12 @@ def test_on_epoch_returning_true_ends_the_run_and_resume_continues_it(digits, tm
     assert [r["train_loss"] for r in h_resumed] == [r["train_loss"] for r in h_straight]
     for k in straight.params:
         np.testing.assert_array_equal(resumed.params[k], straight.params[k], err_msg=k)
+
+
+def test_progress_shows_a_line_per_epoch_and_is_off_by_default(digits, capfd):
+    npvae.train(small(), digits[:128], epochs=2, batch_size=64)
+    assert capfd.readouterr() == ("", "")
+    npvae.train(small(), digits[:128], epochs=2, batch_size=64, progress=True)
+    out, err = capfd.readouterr()
+    lines = (out + err).splitlines()
+    assert [line.split()[:2] for line in lines] == [["epoch", "1/2"], ["epoch", "2/2"]], lines

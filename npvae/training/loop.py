@@ -278,9 +278,9 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
             if kl_warmup:
                 vae.beta = warmup_beta(beta_target, epoch, kl_warmup)
             beta = vae.beta
-            bar.start_epoch(epoch)
             t0 = time.perf_counter()
             first = start_batch if epoch == start_epoch else 0
+            bar.start_epoch(epoch, done=first)
             if first == 0:
                 run_loss, run_count = 0.0, 0
             one_thread = fused_step.one_blas_thread() if fused_step is not None else contextlib.nullcontext()
@@ -347,7 +347,7 @@ def _restore_beta(vae: VAE, beta: float | None) -> Iterator[None]:
 class _NoBar:
     """What :func:`train` calls when no progress bar is asked for."""
 
-    def start_epoch(self, epoch: int) -> None: ...
+    def start_epoch(self, epoch: int, done: int = 0) -> None: ...
 
     def update(self, loss: float) -> None: ...
 
@@ -364,8 +364,7 @@ def _progress_bar(epochs: int, n_batches: int, enabled: bool) -> Any:
         return _NoBar()
     from ..progress import TrainingProgress
 
-    bar = TrainingProgress(epochs, n_batches, enabled=True)
-    return contextlib.closing(bar) if not hasattr(bar, "__enter__") else bar
+    return TrainingProgress(epochs, n_batches, enabled=True)  # a context manager: its exit erases the bar
 
 
 def _is_binary(x: np.ndarray) -> bool:
