@@ -1,16 +1,133 @@
-"""Plain NumPy versions of every kernel in :mod:`npvae.kernels`.
+"""npvae in plain NumPy: the whole VAE in one function, then a twin of every kernel.
 
-These are the definitions: short, allocating freely, written to be read next
-to docs/derivation.md. The tests check each fast kernel against its twin
-here in float32 and float64. They return new arrays instead of writing into
+Read :func:`loss_and_grads` first. It computes the loss of an
+:class:`npvae.VAE` and the gradient of every parameter top to bottom, one
+equation of docs/derivation.md per step, with nothing fused, cached or
+reused: the fast path (``VAE.loss_and_grads``, :mod:`npvae.kernels`,
+:mod:`npvae.layers`) computes the same numbers, and tests/test_reference.py
+holds the two to 1e-12 in float64 for every configuration.
+docs/worked_example.md runs it on a model small enough to follow with a
+pencil.
+
+Below it, the twins: short, allocating freely, each the definition of one
+kernel of :mod:`npvae.kernels`. The tests check each fast kernel against its
+twin in float32 and float64. They return new arrays instead of writing into
 outputs.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .kernels import LOGVAR_MAX
+
+
+def loss_and_grads(vae: Any, x: np.ndarray, eps: np.ndarray,
+                   trace: dict | None = None) -> tuple[float, dict[str, np.ndarray]]:
+    """``(loss, grads)`` of ``vae`` on the batch ``x`` (B, P) with the noise ``eps`` (L, B, K), in float64.
+
+    The same as ``vae.loss_and_grads(x, eps)``, for every configuration of
+    :class:`npvae.VAE`: any hidden layers, ``layer="dense"`` (every
+    activation) or ``"gated"``, both likelihoods, ``beta``, L =
+    ``n_samples`` samples, ``logvar_bounds`` and ``objective="iwae"``. The
+    loss is in nats per example, summed over pixels and averaged over the
+    batch (Eq. (U1)). Pass a dict as ``trace`` to get every intermediate
+    value and gradient by its name below (``dlogits``, ``dz``, ``dmu_rec``...).
+    """
+    P = {name: np.asarray(p, np.float64) for name, p in vae.params.items()}
+    x = np.asarray(x, np.float64)
+    B, K = x.shape[0], vae.latent_dim
+    eps = np.asarray(eps, np.float64).reshape(-1, B, K)  # (L, B, K): an input, like x; it gets no gradient
+    L = eps.shape[0]
+    grads: dict[str, np.ndarray] = {}
+
+    def layer_forward(name: str, h: np.ndarray) -> tuple[np.ndarray, tuple]:
+        if vae.layer == "gated":  # (H1): h = (xW + b) * sigmoid(xV + c)
+            a, g = h @ P[name + ".W"] + P[name + ".b"], sigmoid(h @ P[name + ".V"] + P[name + ".c"])
+            return a * g, (h, a, g)
+        y = activate(h @ P[name + ".W"] + P[name + ".b"], vae.activation, vae.alpha)  # (D1), (A1)-(A6)
+        return y, (h, y)
+
+    def layer_backward(name: str, dy: np.ndarray, cache: tuple) -> np.ndarray:
+        if vae.layer == "gated":  # (H1)
+            h, a, g = cache
+            da, ds = dy * g, dy * a * g * (1 - g)
+            grads[name + ".W"], grads[name + ".b"] = h.T @ da, da.sum(axis=0)
+            grads[name + ".V"], grads[name + ".c"] = h.T @ ds, ds.sum(axis=0)
+            return da @ P[name + ".W"].T + ds @ P[name + ".V"].T
+        h, y = cache
+        dpre = dy * activation_grad_from_output(y, vae.activation, vae.alpha)  # (A1)-(A6), from the output
+        grads[name + ".W"], grads[name + ".b"] = h.T @ dpre, dpre.sum(axis=0)  # (D1): sums over the rows
+        return dpre @ P[name + ".W"].T  # (D1)
+
+    # ---------------------------------------------------------------- forward, top to bottom (E1)
+    h_enc, enc_caches = x, []
+    for i in range(len(vae.hidden_dims)):
+        h_enc, cache = layer_forward(f"encoder.{i}", h_enc)
+        enc_caches.append(cache)
+    ml = h_enc @ P["encoder.head.W"] + P["encoder.head.b"]  # (D1), identity (A6): [mu | raw logvar], (B, 2K)
+    mu, raw = ml[:, :K], ml[:, K:]
+    lo, hi = vae.logvar_bounds if vae.logvar_bounds is not None else (-np.inf, LOGVAR_MAX)
+    logvar = np.clip(raw, lo, hi)  # (V1); without bounds only the clamp at 30 (K1)
+    sigma = np.exp(logvar / 2)  # (R1): a standard deviation, exp(logvar / 2), not exp(logvar)
+    z3 = mu + sigma * eps  # (R1): (L, B, K), mu and sigma broadcast over the L samples
+    z = z3.reshape(L * B, K)  # (E1): row l*B + i is sample l of example i
+    h_dec, dec_caches = z, []
+    for i in range(len(vae.hidden_dims)):
+        h_dec, cache = layer_forward(f"decoder.{i}", h_dec)
+        dec_caches.append(cache)
+    out = h_dec @ P["decoder.out.W"] + P["decoder.out.b"]  # (D1), identity: logits or mean, (L*B, P)
+    x_rep = np.tile(x, (L, 1))  # (E1): the target of row l*B + i is x_i
+    if vae.likelihood == "bernoulli":
+        nll = np.sum(np.logaddexp(0, out) - x_rep * out, axis=1)  # (B1): softplus(l) - x l, per row
+        dnll = sigmoid(out) - x_rep  # (B1): d nll_r / d logits_r
+    else:
+        s = vae.sigma_dec
+        nll = np.sum((x_rep - out) ** 2 / (2 * s**2) + np.log(s) + 0.5 * np.log(2 * np.pi), axis=1)  # (G1)
+        dnll = (out - x_rep) / s**2  # (G1)
+    if vae.objective == "elbo":
+        kl = 0.5 * np.sum(mu**2 + np.exp(logvar) - 1 - logvar, axis=1)  # (K1): closed form, per example (B,)
+        rec = nll.sum() / (B * L)  # (U1): summed over pixels, averaged over samples and examples
+        loss = rec + vae.beta * kl.sum() / B  # (E1)
+        dlogits = dnll / (B * L)  # (B1), (G1): the 1/(BL) of the mean, once, here
+    else:
+        rho = 0.5 * np.sum(eps**2 + logvar - z3**2, axis=2)  # (IW1): log p(z) - log q(z|x), (L, B)
+        logw = rho - nll.reshape(L, B)  # (IW1): log importance weights
+        m = logw.max(axis=0)  # (IW1): the stable log-mean-exp
+        loss = -np.mean(m + np.log(np.exp(logw - m).sum(axis=0)) - np.log(L))
+        w = np.exp(logw - m) / np.exp(logw - m).sum(axis=0)  # (IW2): softmax over the L samples, sums to 1
+        dlogits = dnll * (w.reshape(-1, 1) / B)  # (IW2) step 1: a weight per row instead of 1/(BL)
+
+    # ---------------------------------------------------------------- backward, bottom to top (E1)
+    grads["decoder.out.W"], grads["decoder.out.b"] = h_dec.T @ dlogits, dlogits.sum(axis=0)  # (D1)
+    d = dlogits @ P["decoder.out.W"].T  # (D1)
+    for i in reversed(range(len(vae.hidden_dims))):
+        d = layer_backward(f"decoder.{i}", d, dec_caches[i])
+    dz = d.reshape(L, B, K)  # (E1) step 2: the decoder's dx is dz
+    if vae.objective == "elbo":
+        dmu_rec, dlogvar_rec = dz.sum(axis=0), sigma / 2 * np.sum(dz * eps, axis=0)  # (R1): summed over l
+        dmu_kl = vae.beta / B * mu  # (K1), with the beta/B of (E1)
+        dlogvar_kl = vae.beta / B * 0.5 * (np.exp(logvar) - 1)  # (K1)
+    else:
+        g = dz + w[..., None] / B * z3  # (IW2) step 3: log p(z)'s own z term
+        dmu_rec, dlogvar_rec = g.sum(axis=0), sigma / 2 * np.sum(g * eps, axis=0)  # (IW2) step 4, as (R1)
+        dmu_kl, dlogvar_kl = np.zeros_like(mu), np.full_like(mu, -1 / (2 * B))  # (IW2) step 5: log q's logvar
+    passes = (raw > lo) & (raw < hi) if vae.logvar_bounds is not None else raw <= LOGVAR_MAX  # (V1), (K1)
+    dmu = dmu_rec + dmu_kl  # the fork: mu feeds z and the KL, so the two contributions add
+    dlogvar = np.where(passes, dlogvar_rec + dlogvar_kl, 0.0)  # the same fork for logvar
+    dml = np.concatenate([dmu, dlogvar], axis=1)  # (E1) step 5: [dmu | dlogvar], (B, 2K)
+    grads["encoder.head.W"], grads["encoder.head.b"] = h_enc.T @ dml, dml.sum(axis=0)  # (D1)
+    d = dml @ P["encoder.head.W"].T  # (D1)
+    for i in reversed(range(len(vae.hidden_dims))):
+        d = layer_backward(f"encoder.{i}", d, enc_caches[i])  # the last d, dL/dx, is not needed
+    if trace is not None:
+        trace.update(locals())
+    return float(loss), {name: grads[name] for name in vae.params}
+
+
+# ---------------------------------------------------------------------------- the kernels' twins
 
 
 def activate(x: np.ndarray, name: str, alpha: float = 0.01) -> np.ndarray:
@@ -54,7 +171,7 @@ def bias_act_forward(pre: np.ndarray, b: np.ndarray, name: str, alpha: float = 0
 
 
 def act_backward(dy: np.ndarray, y: np.ndarray, name: str, alpha: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
-    """``(dpre, db)`` with ``dpre = dy * f'`` and ``db`` its column sums."""
+    """``(dpre, db)`` with ``dpre = dy * f'`` and ``db`` its column sums (Eqs. (A1)-(A6), (D1))."""
     dpre = dy * activation_grad_from_output(y, name, alpha)
     return dpre, dpre.sum(axis=0)
 
@@ -92,7 +209,7 @@ def reparam_kl_forward(ml: np.ndarray, eps: np.ndarray) -> tuple[float, np.ndarr
 
 def reparam_kl_backward(dz: np.ndarray, eps: np.ndarray, ml: np.ndarray, sigma: np.ndarray,
                         kl_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(dml, db)``: gradient with respect to ``[mu | logvar]`` and its column sums."""
+    """``(dml, db)``: gradient with respect to ``[mu | logvar]`` and its column sums (Eqs. (R1), (K1))."""
     n_samples, b, k = eps.shape
     dz3 = dz.reshape(n_samples, b, k)
     dmu = dz3.sum(axis=0) + kl_scale * ml[:, :k]
