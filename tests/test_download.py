@@ -100,8 +100,7 @@ def test_good_file_downloads_and_verifies(server: Server, tmp_path: Path, capsys
     assert path == tmp_path / NAME
     assert path.read_bytes() == packed
     assert sorted(tmp_path.iterdir()) == [path]
-    line = capsys.readouterr().err  # not a TTY: one summary line
-    assert line.count("\n") == 1 and NAME in line and "100%" in line
+    assert capsys.readouterr().err == ""  # not a terminal: tqdm draws nothing (a bar in logs is noise)
 
 
 def test_decompressed_sha256_accepts_recompressed_file(server: Server, tmp_path: Path) -> None:
@@ -257,14 +256,15 @@ def test_progress_bar_redraws_in_place_on_a_tty() -> None:
             bar.set_postfix(f"loss={4 - step}")
             bar.update()
     text = out.getvalue()
-    assert text.count("\r") == 5 and text.endswith("\n") and text.count("\n") == 1
-    assert "epoch 1 |" in text and "4/4 100%" in text and "batch/s" in text and "loss=1" in text
+    # tqdm redraws the one line in place: carriage returns, and a single newline when the bar closes
+    assert text.count("\r") >= 5 and text.endswith("\n") and text.count("\n") == 1
+    last = text.rstrip("\n").split("\r")[-1]
+    assert last.startswith("epoch 1: 100%") and "4/4" in last and "batch/s" in last and "loss=1" in last
     quiet = io.StringIO()
     with ProgressBar(1000, file=quiet) as bar:
         for _ in range(1000):
             bar.update()
-        assert quiet.getvalue() == ""  # not a TTY: silent until closed
-    assert quiet.getvalue().count("\n") == 1 and "1000/1000 100%" in quiet.getvalue()
+    assert quiet.getvalue() == ""  # not a terminal: nothing at all
 
 
 @pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason=f"real MNIST files not found in {SHARED}")
