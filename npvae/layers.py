@@ -234,7 +234,8 @@ class Dense:
 
     def backward_affine(self, dpre: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         """The affine part of :meth:`backward`, for a caller that already computed
-        ``dpre`` and ``grads["b"]`` in a fused kernel (the loss or the KL).
+        ``dpre`` and ``grads["b"]`` in a fused kernel (the loss or the KL):
+        ``dW = x^T dpre`` and ``dx = dpre W^T`` (docs/derivation.md, Eq. (D1)).
 
         Internal to :class:`npvae.VAE`: ``dpre`` must be the (n, out_dim)
         array of the last forward's rows. It runs only NumPy products, which

@@ -44,6 +44,7 @@ def loss_and_grads(vae: Any, x: np.ndarray, eps: np.ndarray,
     grads: dict[str, np.ndarray] = {}
 
     def layer_forward(name: str, h: np.ndarray) -> tuple[np.ndarray, tuple]:
+        """One hidden layer: ``(output, what its backward needs)``, Eqs. (D1) and (A1)-(A6), or (H1)."""
         if vae.layer == "gated":  # (H1): h = (xW + b) * sigmoid(xV + c)
             a, g = h @ P[name + ".W"] + P[name + ".b"], sigmoid(h @ P[name + ".V"] + P[name + ".c"])
             return a * g, (h, a, g)
@@ -51,6 +52,7 @@ def loss_and_grads(vae: Any, x: np.ndarray, eps: np.ndarray,
         return y, (h, y)
 
     def layer_backward(name: str, dy: np.ndarray, cache: tuple) -> np.ndarray:
+        """Its gradients into ``grads``, and ``dx``: Eqs. (D1) and (A1)-(A6), or (H1)."""
         if vae.layer == "gated":  # (H1)
             h, a, g = cache
             da, ds = dy * g, dy * a * g * (1 - g)
