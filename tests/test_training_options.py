@@ -163,14 +163,18 @@ BAD = {
     "early_stopping=0": (dict(early_stopping=0, x_val="val"), ValueError, "early_stopping must be >= 1, got 0"),
     "negative warm-up": (dict(kl_warmup=-1), ValueError, "kl_warmup must be >= 0, got -1"),
     "progress='yes'": (dict(progress="yes"), TypeError, "progress must be True or False, got 'yes'"),
+    "warm-up of an IWAE model": (dict(kl_warmup=3, model=dict(objective="iwae", n_samples=2)), ValueError,
+                                 "kl_warmup weights the ELBO's KL term, which the IWAE bound (objective='iwae') does "
+                                 "not have; train an objective='elbo' model to warm up"),
 }
 
 
 @pytest.mark.parametrize("options, exc, message", BAD.values(), ids=BAD.keys())
 def test_bad_options_are_clear_errors(digits, options, exc, message):
     options = {k: (digits[:50] if v == "val" else v) for k, v in options.items()}
+    model = options.pop("model", {})
     with pytest.raises(exc) as info:
-        npvae.train(small(), digits[:64], epochs=1, batch_size=32, **options)
+        npvae.train(small(**model), digits[:64], epochs=1, batch_size=32, **options)
     assert str(info.value) == message
 
 

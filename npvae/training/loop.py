@@ -169,7 +169,10 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
         reconstruction + beta * KL, the objective minimized), ``val_loss``
         (the same on ``x_val``), and ``val_reconstruction``, ``val_kl`` and
         ``val_nelbo`` (the negative ELBO, reconstruction + KL, whatever beta),
-        each ``None`` without ``x_val``.
+        each ``None`` without ``x_val``. For ``objective="iwae"`` the model
+        trains and reports the importance-weighted bound: ``val_reconstruction``
+        and ``val_nelbo`` hold -L_k (Eq. (IW1)) and ``val_kl`` is 0, so early
+        stopping compares that bound.
 
     Raises
     ------
@@ -204,6 +207,9 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
                           "then not comparable (and not log-likelihoods); pass npvae.datasets.binarize(x_val)",
                           stacklevel=2)
     kl_warmup = check_int("kl_warmup", kl_warmup, minimum=0)
+    if kl_warmup and getattr(vae, "objective", "elbo") == "iwae":
+        raise ValueError("kl_warmup weights the ELBO's KL term, which the IWAE bound (objective='iwae') does not "
+                         "have; train an objective='elbo' model to warm up")
     if early_stopping is not None:
         early_stopping = check_int("early_stopping", early_stopping)
         if x_val is None:
