@@ -23,8 +23,9 @@ def run(code: str, **env: str) -> subprocess.CompletedProcess:
 def test_kernel_tests_pass_without_jit():
     """The same kernel tests, with every kernel run as the plain Python it is written in."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(TESTS / "test_kernels.py"),
-         str(TESTS / "test_layers.py")],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         *(str(TESTS / name) for name in ("test_kernels.py", "test_layers.py", "test_gated.py", "test_iwae.py",
+                                          "test_logvar_bounds.py"))],
         capture_output=True, text=True, timeout=600,
         env={**os.environ, "NUMBA_DISABLE_JIT": "1", "HYPOTHESIS_PROFILE": "nojit"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
