@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing (an npvae on the path comes first)
     sys.path.append(str(ROOT))
 
-import npvae  # noqa: E402
-from npvae import kernels  # noqa: E402
-from npvae import reference as R  # noqa: E402
+import npvae
+from npvae import kernels
+from npvae import reference as R
 
 PAGE = ROOT / "docs" / "worked_example.md"
 FIGURE = ROOT / "docs" / "figures" / "worked_example_graph.png"
@@ -89,7 +89,7 @@ def _diff(f, shape: tuple[int, ...]) -> np.ndarray:
     """Central differences of the scalar ``f(delta)`` at 0, one entry of ``delta`` at a time, extrapolated."""
     out = np.zeros(shape)
     for idx in np.ndindex(*shape):
-        def d(h: float) -> float:
+        def d(h: float, idx=idx) -> float:
             e = np.zeros(shape)
             e[idx] = h
             return (f(e) - f(-e)) / (2 * h)
@@ -138,7 +138,7 @@ def run_batch(vae: npvae.VAE, x, eps) -> dict:
     dpre1 = dh1 * (1 - fwd["h1"] ** 2)
     dz = t["dz"].reshape(-1, 1)
     assert np.allclose(dpre2 @ P["decoder.0.W"].T, dz, rtol=1e-12, atol=0)
-    node = lambda n, shape, part="both": fd_node(vae, x, eps, n, shape, part)  # noqa: E731
+    node = lambda n, shape, part="both": fd_node(vae, x, eps, n, shape, part)
     ml_shape = (b, 2)
     fd_ml_rec, fd_ml_kl = node("ml", ml_shape, "rec"), node("ml", ml_shape, "kl")
     rows = [  # (label, symbol, analytic, by differences)
@@ -302,7 +302,6 @@ def render(r: dict) -> str:
     f1, f2 = one["fwd"], two["fwd"]
     t1 = one["trace"]
     g1 = one["grads"]
-    l0 = f1["logits"][0]
     xh = f1["xhat"][0]
     dl = t1["dlogits"][0]
     h2 = f1["h2"][0]
@@ -526,8 +525,8 @@ def draw(r: dict, path: Path) -> None:
 
     one = r["one"]
     f, t, rows = one["fwd"], one["trace"], {sym.split(" =")[0]: a for _, sym, a, _ in one["rows"]}
-    v = lambda a: arr(np.ravel(a), 3)  # noqa: E731
-    fork = lambda rec, kl, tot: f"{num(rec.item(), 3)} (rec) + {num(kl.item(), 3)} (KL)\n    = {num(tot.item(), 3)}"  # noqa: E731
+    v = lambda a: arr(np.ravel(a), 3)
+    fork = lambda rec, kl, tot: f"{num(rec.item(), 3)} (rec) + {num(kl.item(), 3)} (KL)\n    = {num(tot.item(), 3)}"
     nodes = {  # name: (x, y, title, value, gradient, kind)
         "x": (0.9, 3.5, "x  (input)", v(f["x"]), "none: data", "input"),
         "pre1": (3.1, 3.5, "pre1 = x W1 + b1  (D1)", v(f["pre1"]), v(rows["dpre1"]), ""),

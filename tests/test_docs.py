@@ -23,9 +23,9 @@ from unittest import SkipTest
 import pytest
 
 sybil = pytest.importorskip("sybil")
-from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser  # noqa: E402
+from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
 
-import npvae  # noqa: E402
+import npvae
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

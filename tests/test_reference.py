@@ -38,7 +38,7 @@ def make(cfg: dict, seed: int = 0) -> npvae.VAE:
     hidden = cfg.pop("hidden", (6, 5))
     vae = npvae.VAE(9, hidden, 3, dtype=np.float64, seed=seed, **cfg)
     rng = np.random.default_rng(seed + 1)
-    for k, p in vae.params.items():
+    for p in vae.params.values():
         p[...] = rng.normal(0, 0.6, p.shape)
     return vae
 
