@@ -16,6 +16,7 @@ _LAZY = {
     "VAE": ("vae", "VAE"),
     "Dense": ("layers", "Dense"),
     "Activation": ("layers", "Activation"),
+    "GatedDense": ("layers", "GatedDense"),
     "Adam": ("optim", "Adam"),
     "SGD": ("optim", "SGD"),
     "train": ("training", "train"),

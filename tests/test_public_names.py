@@ -22,7 +22,7 @@ PACKAGE = ROOT / "npvae"
 
 # What each documented callable must be: (module it is defined in, class or function)
 DOCUMENTED = {
-    "VAE": "class", "Dense": "class", "Activation": "class", "Adam": "class", "SGD": "class",
+    "VAE": "class", "Dense": "class", "Activation": "class", "GatedDense": "class", "Adam": "class", "SGD": "class",
     "train": "function", "resume": "function", "TrainingDivergedError": "class", "TrainingInterrupted": "class",
     "gradcheck": "function", "check_vjp": "function", "numerical_gradient": "function",
     "GradcheckResult": "class", "save_checkpoint": "function", "load_checkpoint": "function",
