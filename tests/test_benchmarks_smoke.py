@@ -21,7 +21,6 @@ import subprocess
 import sys
 import zlib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -197,55 +196,6 @@ def test_torch_trainer_epoch_runs() -> None:
     assert s1 > 0 and s2 > 0 and np.isfinite(l1) and l2 < l1
 
 
-# ---------------------------------------------------------------------------- adam_threads
-def test_adam_threads_runs_and_reports_both_situations() -> None:
-    proc = _run([str(BENCH / "adam_threads.py"), "--repeats", "3"])
-    assert proc.returncode == 0, proc.stderr
-    rows = [line for line in proc.stdout.splitlines() if "serial" in line]
-    assert [r.split(":")[0].strip() for r in rows] == ["idle", "after a 2-thread GEMM"]
-    for r in rows:
-        numbers = [float(w) for w in r.replace("us", " ").split() if w.replace(".", "", 1).isdigit()]
-        assert len(numbers) == 3 and all(v > 0 for v in numbers), r
-
-
-# ---------------------------------------------------------------------------- shared_pool
-def test_shared_pool_trains_bit_identically() -> None:
-    """The prototype pool (OpenBLAS's jobs and half of Adam on one worker) computes exactly what npvae does."""
-    proc = _run([str(BENCH / "shared_pool.py"), "--examples", "1024", "--epochs", "1"])
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    if "nothing to measure" in proc.stdout:
-        pytest.skip("NumPy's BLAS here has no OpenBLAS threads callback")
-    assert "pool/default:" in proc.stdout
-    assert proc.stdout.strip().splitlines()[-1] == "parameters after training: bit-identical", proc.stdout
-
-
-# ---------------------------------------------------------------------------- split_step
-def test_split_step_runs_and_checks_its_gradients() -> None:
-    proc = _run([str(BENCH / "split_step.py"), "--examples", "1024", "--epochs", "1"])
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    check = next(line for line in proc.stdout.splitlines() if line.startswith("one step against"))
-    errors = [float(w.rstrip(",")) for w in check.split()[-3::2]]
-    assert len(errors) == 2 and all(e <= 1e-12 for e in errors), check
-    ratios = proc.stdout.strip().splitlines()[-1].split()
-    assert ratios[0] == "halves/npvae:" and ratios[2] == "rows/npvae:" and float(ratios[1]) > 0, proc.stdout
-
-
-@pytest.mark.parametrize("mode", ["halves", "rows"])
-def test_split_step_check_catches_a_lost_half(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The float64 check would notice if the second thread's examples were lost."""
-    import split_step
-
-    assert split_step.check_against_npvae(mode) <= 1e-12
-    original = split_step.SplitStep._per_example
-
-    def first_half_only(self: Any, i: int, rows: slice, b: int) -> None:
-        if i == 0:
-            original(self, i, rows, b)
-
-    monkeypatch.setattr(split_step.SplitStep, "_per_example", first_half_only)
-    assert split_step.check_against_npvae(mode) > 1e-3
-
-
 # ---------------------------------------------------------------------------- step_breakdown
 def test_step_breakdown_runs_and_adds_up() -> None:
     proc = _run([str(BENCH / "step_breakdown.py"), "--examples", "1024", "--epochs", "1"])
@@ -284,30 +234,3 @@ def test_step_breakdown_times_every_product_and_restores_npvae() -> None:
     assert layers.np is np and "step" not in vars(opt)
     assert all(getattr(kernels, name) is f for name, f in before.items())
     assert np.isfinite(vae.evaluate(x[:64]))
-
-
-# ---------------------------------------------------------------------------- blas_split
-def test_blas_split_runs_and_checks_its_products() -> None:
-    proc = _run([str(BENCH / "blas_split.py"), "--examples", "1024", "--epochs", "1"])
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    if "nothing to measure" in proc.stdout:
-        pytest.skip("NumPy's BLAS here is not an OpenBLAS whose cblas gemm npvae can find")
-    check = next(line for line in proc.stdout.splitlines() if line.startswith("one split step"))
-    assert float(check.split()[-1]) <= 1e-5, check
-    ratios = proc.stdout.strip().splitlines()[-1].split()
-    assert ratios[0] == "split/floor:" and float(ratios[1]) > 0, proc.stdout
-
-
-@pytest.mark.parametrize("parts", [1, 2, 3])
-def test_blas_split_computes_the_floor_products_and_its_check_notices_a_lost_part(parts: int) -> None:
-    """Any number of parts (3 divides none of the sizes evenly) gives NumPy's products; a part left undone fails."""
-    import blas_split
-
-    blas = blas_split._blas.numpy_blas()
-    if blas is None:
-        pytest.skip("NumPy's BLAS here is not an OpenBLAS whose cblas gemm npvae can find")
-    x = np.random.default_rng(0).random((2 * blas_split.BATCH, blas_split.INPUT), dtype=np.float32)
-    split = blas_split.Split(blas_split.Floor(x, blas_split.BATCH, 40, np.dtype(np.float32)), blas)
-    assert split.check(parts) <= 1e-5
-    if parts > 1:
-        assert split.check(parts, run_parts=parts - 1) == np.inf  # the lost part's rows stay NaN
