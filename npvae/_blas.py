@@ -74,12 +74,19 @@ def _find() -> Blas | None:
             names = {"s": f"{prefix}cblas_sgemm{suffix}", "d": f"{prefix}cblas_dgemm{suffix}",
                      "get": f"{prefix}openblas_get_num_threads{suffix}",
                      "set": f"{prefix}openblas_set_num_threads{suffix}"}
-            fns = {k: getattr(lib, name, None) for k, name in names.items()}
-            if any(f is None for f in fns.values()):
+            found = {k: getattr(lib, name, None) for k, name in names.items()}
+            fns = {k: f for k, f in found.items() if f is not None}
+            if len(fns) < len(found):
                 continue
             fns["get"].argtypes, fns["get"].restype = [], ctypes.c_int
             fns["set"].argtypes, fns["set"].restype = [ctypes.c_int], None
-            addr = {np.dtype(t): ctypes.cast(fns[k], ctypes.c_void_p).value for k, t in (("s", np.float32),
-                                                                                         ("d", np.float64))}
+            addr = {np.dtype(t): _address(fns[k]) for k, t in (("s", np.float32), ("d", np.float64))}
             return Blas(info["filepath"], addr, size is ctypes.c_int64, fns["get"], fns["set"])
     return None
+
+
+def _address(fn: Any) -> int:
+    """The address of a function found in a loaded library."""
+    address = ctypes.cast(fn, ctypes.c_void_p).value
+    assert address is not None  # a symbol the library exports is never at address 0
+    return address

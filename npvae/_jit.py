@@ -31,7 +31,7 @@ Flags
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,7 +50,8 @@ def jit(func: F, *, exact: bool = False, parallel: bool = False) -> F:
 
     flags = FASTMATH_EXACT if exact else FASTMATH
     par: Any = {"prange": True, "fusion": False} if parallel else False
-    return numba.njit(cache=CACHE, fastmath=set(flags), error_model="numpy", nogil=True, parallel=par)(func)
+    compiled = numba.njit(cache=CACHE, fastmath=set(flags), error_model="numpy", nogil=True, parallel=par)(func)
+    return cast(F, compiled)  # a Dispatcher, called with func's arguments and returning what func returns
 
 
 def by_precision(f32: Callable[[Any], Any], f64: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -67,16 +68,24 @@ def by_precision(f32: Callable[[Any], Any], f64: Callable[[Any], Any]) -> Callab
 
     # No annotations on these two: Numba requires the overload's signature to
     # match the implementations' exactly, annotations included.
-    def choose(x):  # type: ignore[no-untyped-def]
+    def choose(x):
         return f32(x) if isinstance(x, np.float32) else f64(x)
 
-    if not numba.config.DISABLE_JIT:
+    if not jit_disabled():
         from numba.extending import overload
 
         @overload(choose, jit_options={"fastmath": set(FASTMATH_EXACT)})
-        def _choose(x):  # type: ignore[no-untyped-def]
+        def _choose(x):
             if isinstance(x, numba.types.Float) and x.bitwidth == 32:
                 return lambda x: f32(x)
             return lambda x: f64(x)
 
     return choose
+
+
+def jit_disabled() -> bool:
+    """Whether ``NUMBA_DISABLE_JIT`` is set, so that :func:`jit` leaves functions as plain Python."""
+    import numba
+
+    # numba.config sets its attributes from the environment at run time: no type checker can see them.
+    return bool(getattr(numba.config, "DISABLE_JIT", False))

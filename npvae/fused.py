@@ -40,15 +40,15 @@ why not otherwise.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import numpy as np
 from numba import prange, types
 from numba.core.extending import intrinsic
 
 from . import _blas, kernels
-from ._jit import jit
+from ._jit import jit, jit_disabled
 from .optim import Adam, adam_kernel_args
 
 IDENTITY = kernels.ACTIVATIONS["identity"]
@@ -86,6 +86,11 @@ def call_gemm(typingctx: Any, addr: Any, order: Any, ta: Any, tb: Any, m: Any, n
     return sig, codegen
 
 
+#: :func:`call_gemm` as compiled code calls it: without ``typingctx``, which Numba supplies (numba's type
+#: annotations keep it in the intrinsic's call signature).
+_call_gemm = cast("Callable[..., None]", call_gemm)
+
+
 def _gemm(addr: int, wide: bool, ta: bool, tb: bool, m: int, n: int, k: int, a: int, lda: int, b: int, ldb: int,
           c: int, ldc: int, one: float, zero: float) -> None:
     """Row-major ``C[m, n] = op(A) @ op(B)``, each matrix given by its address and row stride."""
@@ -94,10 +99,10 @@ def _gemm(addr: int, wide: bool, ta: bool, tb: bool, m: int, n: int, k: int, a: 
     op_b = np.int32(_blas.TRANS if tb else _blas.NO_TRANS)
     pa, pb, pc = np.int64(a), np.int64(b), np.int64(c)
     if wide:
-        call_gemm(addr, order, op_a, op_b, np.int64(m), np.int64(n), np.int64(k), one, pa, np.int64(lda), pb,
+        _call_gemm(addr, order, op_a, op_b, np.int64(m), np.int64(n), np.int64(k), one, pa, np.int64(lda), pb,
                   np.int64(ldb), zero, pc, np.int64(ldc))
     else:
-        call_gemm(addr, order, op_a, op_b, np.int32(m), np.int32(n), np.int32(k), one, pa, np.int32(lda), pb,
+        _call_gemm(addr, order, op_a, op_b, np.int32(m), np.int32(n), np.int32(k), one, pa, np.int32(lda), pb,
                   np.int32(ldb), zero, pc, np.int32(ldc))
 
 
@@ -259,7 +264,7 @@ def unsupported(vae: Any, optimizer: Any, clip_norm: float | None, *, threads: b
     blas = _blas.numpy_blas()
     if blas is None:
         return "NumPy's BLAS is not an OpenBLAS (pthreads) whose cblas gemm npvae can find"
-    if numba.config.DISABLE_JIT:
+    if jit_disabled():
         return "NUMBA_DISABLE_JIT is set"
     if threads and min(numba.get_num_threads(), blas.get_num_threads()) < 2:
         return "it needs two cores, and Numba or the BLAS is limited to one thread"
