@@ -220,8 +220,8 @@ def make_torch_vae(torch: Any, input_dim: int = 784, hidden_dims: tuple[int, ...
             self.beta, self.sigma_dec, self.alpha = float(beta), float(sigma_dec), float(alpha)
 
         def named_npvae_layers(self) -> list[tuple[str, Any]]:
-            return ([(f"encoder.{i}", l) for i, l in enumerate(self.enc)] + [("encoder.head", self.head)]
-                    + [(f"decoder.{i}", l) for i, l in enumerate(self.dec)] + [("decoder.out", self.out)])
+            return ([(f"encoder.{i}", lin) for i, lin in enumerate(self.enc)] + [("encoder.head", self.head)]
+                    + [(f"decoder.{i}", lin) for i, lin in enumerate(self.dec)] + [("decoder.out", self.out)])
 
         def act(self, v: Any) -> Any:
             F = torch.nn.functional

@@ -40,19 +40,19 @@ if __name__ == "__main__":  # before NumPy loads
 else:
     _REMOVED = None
 
-import argparse
-import json
-import platform
-import time
-from pathlib import Path
+import argparse  # noqa: E402 - after the environment is fixed, before NumPy loads
+import json  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR.parent) not in sys.path:  # run from a checkout without installing npvae
     sys.path.insert(0, str(BENCH_DIR.parent))
 
-import numpy as np
+import numpy as np  # noqa: E402
 
-import npvae
+import npvae  # noqa: E402
 
 DEFAULT_DATA = BENCH_DIR.parents[1] / "shared" / "data" / "mnist"
 TEST_SET = 10_000

@@ -71,7 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 5; 1 with --quick)")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"epochs per run (default {EPOCHS['small']} small, {EPOCHS['large']} large; 2 with --quick)")
-    p.add_argument("--settle", type=float, default=None, help="idle seconds before each run (default 0.3; 0 with --quick)")
+    p.add_argument("--settle", type=float, default=None,
+                   help="idle seconds before each run (default 0.3; 0 with --quick)")
     p.add_argument("--data", type=Path, default=C.DEFAULT_DATA, help=f"data root (default {C.DEFAULT_DATA})")
     p.add_argument("--quick", action="store_true", help="smoke run: 512 training and 64 validation examples")
     a = p.parse_args(argv)
@@ -158,8 +159,8 @@ def table(records: list[dict], sources: dict[str, str]) -> str:
              "layer wall s/epoch | fused/layer |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for size in sources:
         for val in (True, False):
-            f = next((r for r in records if r["size"] == size and r["path"] == "fused" and r["validation"] == val), None)
-            g = next((r for r in records if r["size"] == size and r["path"] == "layer" and r["validation"] == val), None)
+            f, g = (next((r for r in records if r["size"] == size and r["path"] == path and r["validation"] == val),
+                         None) for path in ("fused", "layer"))
             if f is None or g is None:
                 continue
             what = f"{f['train']:,} + {f['val']:,} val" if val else f"{f['train']:,}, none"

@@ -38,6 +38,7 @@ if __name__ == "__main__":  # before NumPy loads: time the BLAS kernel users get
 import argparse
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.train_examples = a.train_examples or 2560
         a.eval_examples = a.eval_examples or 1000
     return a
+
+
+def alternate_epochs(trainer: C.TorchTrainer | None, np_secs: list[float], t_secs: list[float]
+                     ) -> Callable[[dict], None]:
+    """npvae's ``on_epoch``: after npvae's epoch e (its clock stopped), torch's epoch e, printed side by side.
+
+    The two alternate, so machine noise hits both alike; both shuffle by the same scheme.
+    """
+
+    def on_epoch(rec: dict) -> None:
+        np_secs.append(rec["seconds"])
+        ts = tl = float("nan")
+        if trainer is not None:
+            ts, tl = trainer.train_epoch()
+            t_secs.append(ts)
+        print(f"{rec['epoch']:>5} | {rec['seconds']:>8.3f} | {rec['train_loss']:>10.3f} | {ts:>8.3f} | {tl:>10.3f}",
+              flush=True)
+
+    return on_epoch
 
 
 def load_data(root: Path, n_train: int | None, n_eval: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -140,17 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'epoch':>5} | {'npvae s':>8} | {'npvae loss':>10} | {'torch s':>8} | {'torch loss':>10}")
         np_secs: list[float] = []
         t_secs: list[float] = []
-
-        def on_epoch(rec: dict) -> None:
-            # npvae's epoch e has just finished (its clock is stopped): run torch's epoch e now, so the
-            # two alternate and machine noise hits both alike. Same shuffling scheme on both sides.
-            np_secs.append(rec["seconds"])
-            ts = tl = float("nan")
-            if trainer is not None:
-                ts, tl = trainer.train_epoch()
-                t_secs.append(ts)
-            print(f"{rec['epoch']:>5} | {rec['seconds']:>8.3f} | {rec['train_loss']:>10.3f} | {ts:>8.3f} | {tl:>10.3f}",
-                  flush=True)
+        on_epoch = alternate_epochs(trainer, np_secs, t_secs)
 
         with C.limit_threads(args.threads, torch):
             npvae.train(vae, x_train, epochs=args.epochs, batch_size=BATCH, optimizer=npvae.Adam(lr=LR),
