@@ -1,10 +1,12 @@
 #!/usr/bin/env python
-"""Seconds per training epoch: npvae vs its matmul-only floor vs PyTorch, on one machine, in one run.
+"""Seconds per training epoch: npvae vs its matmul-only floor vs its peers, on one machine, in one run.
 
 For each configuration (batch size, hidden size, dtype, thread count; model
-784-H-20, ReLU, Bernoulli, Adam lr 1e-3) three implementations are timed
-over one epoch of ``--examples`` examples (default 60,000: Fashion-MNIST train,
-or uniform random data in [0, 1] when it is not found; the output says which):
+784-H-20, ReLU, Bernoulli, Adam lr 1e-3; plus the gated protocol model,
+784-300-300-40 with gated layers and logvar bounded to [-6, 2], batch 100)
+these implementations are timed over one epoch of ``--examples`` examples
+(default 60,000: Fashion-MNIST train, or uniform random data in [0, 1] when
+it is not found; the output says which):
 
 * ``npvae``: ``npvae.train(vae, x, epochs=1, batch_size=B)``, the epoch's
   ``seconds`` from the returned history (the training loop: gathering the
@@ -14,8 +16,19 @@ or uniform random data in [0, 1] when it is not found; the output says which):
   included (forward x@W1, h1@W2, z@W3, h3@W4; backward h3.T@d, d@W4.T,
   z.T@dh3, dh3@W3.T, h1.T@dml, dml@W2.T, x.T@dh1): what a perfect
   implementation on this BLAS would need for the GEMMs alone;
-* ``torch``: the same model in PyTorch (``benchmarks/_common.py``), default
-  ``torch.optim.Adam``, the same batches; skipped when torch is missing.
+* ``torch``: the same model in PyTorch eager (``benchmarks/_common.py``;
+  ``benchmarks/_peers.py`` for the gated model), default
+  ``torch.optim.Adam``, the same batches; skipped when torch is missing;
+* ``torch_compile``: the same in PyTorch, the loss under ``torch.compile``
+  (backward through AOTAutograd), ``torch.optim.Adam(fused=True)``;
+* ``jax``: the whole step (loss, ``jax.value_and_grad``, textbook Adam in
+  ``jax.numpy``) under one ``jax.jit``, batches fed from NumPy
+  (``benchmarks/_peers.py``); skipped when jax is missing, and for
+  configurations with fewer threads than cores (XLA fixes its thread pool
+  when it starts).
+
+Each configuration reports npvae's ratio to each peer and to the fastest
+peer timed (``npvae_over_fastest_peer``).
 
 Repeats are round-robin (repeat r runs every config and implementation before
 repeat r+1; the implementation order rotates), so machine noise hits all of
@@ -30,7 +43,8 @@ configuration).
 Output (stdout): one JSON line per configuration (``"kind": "config"``), one
 for the peak RSS (``"kind": "peak_rss"``), a Markdown table and the headline
 check for the default configuration (npvae <= 0.6 x torch and <= 1.3 x floor;
-reported, exit code 0 regardless). Progress goes to stderr.
+reported, exit code 0 regardless). Progress goes to stderr. The table of
+``npvae.log_likelihood``'s throughput is ``bench_log_likelihood.py``'s.
 
     python benchmarks/bench_epoch.py                  # 6 configs, one factor at a time, 3 repeats
     python benchmarks/bench_epoch.py --full           # the 24-config cross product
@@ -62,12 +76,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+import _peers as P  # noqa: E402
 from _common import npvae  # noqa: E402
 
 INPUT, LATENT, LR = 784, 20, 1e-3
 DEFAULT = {"batch": 128, "hidden": 400, "dtype": "float32", "threads": 2}
 VARY = {"batch": (32, 128, 512), "hidden": (400, 1024), "dtype": ("float32", "float64"), "threads": (1, 2)}
-IMPLS = ("npvae", "floor", "torch")
+IMPLS = ("npvae", "floor", "torch", "torch_compile", "jax")
+PEERS = ("torch", "torch_compile", "jax")
 HEADLINE_TORCH, HEADLINE_FLOOR = 0.6, 1.3
 
 
@@ -77,10 +93,17 @@ class Config:
     hidden: int
     dtype: str
     threads: int
+    layers: int = 1  # hidden layers in the encoder (and as many in the decoder), each `hidden` wide
+    latent: int = LATENT
+    layer: str = "dense"
+    bounds: tuple[float, float] | None = None  # logvar_bounds
 
     @property
     def name(self) -> str:
-        return f"b{self.batch}-h{self.hidden}-{self.dtype}-t{self.threads}"
+        if self.layer == "dense" and self.layers == 1 and self.latent == LATENT and self.bounds is None:
+            return f"b{self.batch}-h{self.hidden}-{self.dtype}-t{self.threads}"
+        return (f"{self.layer}-b{self.batch}-h{'x'.join([str(self.hidden)] * self.layers)}-z{self.latent}-"
+                f"{self.dtype}-t{self.threads}")
 
     @property
     def is_default(self) -> bool:
@@ -88,32 +111,54 @@ class Config:
 
     @property
     def varies(self) -> str:
+        if self == GATED:
+            return "gated model"
         diff = [k for k, v in DEFAULT.items() if getattr(self, k) != v]
         return "default" if not diff else ",".join(diff)
+
+    @property
+    def hidden_dims(self) -> tuple[int, ...]:
+        return (self.hidden,) * self.layers
+
+    def make_vae(self) -> Any:
+        """The npvae model of this configuration, seed 0 (the peers start from its parameters)."""
+        kw: dict[str, Any] = {"activation": "relu"} if self.layer == "dense" else {"layer": self.layer}
+        if self.bounds is not None:
+            kw["logvar_bounds"] = self.bounds
+        return npvae.VAE(INPUT, self.hidden_dims, self.latent, likelihood="bernoulli", seed=0,
+                         dtype=np.dtype(self.dtype), **kw)
+
+
+#: The gated protocol model (Tomczak & Welling's VampPrior setting): 784-300-300-40, gated hidden layers,
+#: logvar in [-6, 2], batch 100. npvae trains it on the layer path: the fused step covers dense layers only.
+GATED = Config(batch=100, hidden=300, dtype="float32", threads=2, layers=2, latent=40, layer="gated",
+               bounds=(-6.0, 2.0))
 
 
 def all_configs(full: bool) -> list[Config]:
     if full:
-        return [Config(b, h, d, t) for b, h, d, t in itertools.product(*VARY.values())]
+        return [Config(b, h, d, t) for b, h, d, t in itertools.product(*VARY.values())] + [GATED]
     out = [Config(**DEFAULT)]
     for key, values in VARY.items():
         for v in values:
             c = Config(**{**DEFAULT, key: v})
             if c not in out:
                 out.append(c)
-    return out
+    return out + [GATED]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=None, help="timed epochs per config and implementation (default 3; 1 with --quick)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed epochs per config and implementation (default 3; 1 with --quick)")
     p.add_argument("--examples", type=int, default=None, help="examples per epoch (default 60000; 2048 with --quick)")
-    p.add_argument("--full", action="store_true", help="the full cross product (24 configs) instead of one factor at a time")
+    p.add_argument("--full", action="store_true",
+                   help="the full cross product (24 configs, and the gated model) instead of one factor at a time")
     p.add_argument("--quick", action="store_true", help="smoke run: few examples, 1 repeat (numbers not meaningful)")
     p.add_argument("--configs", default=None,
                    help="comma-separated config names to run (see --list-configs), e.g. b128-h400-float32-t2")
-    p.add_argument("--impls", default=",".join(IMPLS), help="comma-separated subset of npvae,floor,torch")
+    p.add_argument("--impls", default=",".join(IMPLS), help=f"comma-separated subset of {','.join(IMPLS)}")
     p.add_argument("--data", type=Path, default=C.DEFAULT_DATA, help=f"data root (default {C.DEFAULT_DATA})")
     p.add_argument("--random-data", action="store_true", help="use uniform random data even if Fashion-MNIST is there")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-RSS child process")
@@ -153,47 +198,70 @@ def get_data(args: argparse.Namespace) -> tuple[np.ndarray, str]:
 
 # ---------------------------------------------------------------------------- the floor
 class Floor:
-    """The GEMMs of one epoch of a 784-H-20 VAE (head 2K = 40 wide), alone, into preallocated arrays."""
+    """The matrix products of one epoch of the model, alone, into preallocated arrays.
 
-    def __init__(self, x: np.ndarray, batch: int, hidden: int, dtype: np.dtype) -> None:
+    For the default 784-H-20 model (head 2K = 40 wide) these are the eleven
+    products x@W1, h1@W2, z@W3, h3@W4, then h3.T@d, d@W4.T, z.T@dh3, dh3@W3.T,
+    h1.T@dml, dml@W2.T, x.T@dh1. In general: forward, each layer's input
+    times each of its weight matrices (two for a gated layer, W and V);
+    backward, last layer first, each matrix's gradient ``input.T @ dpre`` and,
+    but for the first layer, the gradient at the input ``dpre @ M.T`` per
+    matrix (what npvae's layers compute; a gated layer's two input gradients
+    are then added, which is not a product and not timed).
+    """
+
+    def __init__(self, x: np.ndarray, batch: int, hidden: int | tuple[int, ...], dtype: np.dtype,
+                 latent: int = LATENT, gated: bool = False) -> None:
         rng = np.random.default_rng(0)
         r = lambda *s: (rng.standard_normal(s) * 0.05).astype(dtype)  # noqa: E731 - finite, no denormals
         self.x, self.batch = x, batch
-        p, h, k = INPUT, hidden, LATENT
-        self.W = {"W1": r(p, h), "W2": r(h, 2 * k), "W3": r(k, h), "W4": r(h, p)}
-        self.G = {"dW1": r(p, h), "dW2": r(h, 2 * k), "dW3": r(k, h), "dW4": r(h, p)}
+        hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+        p, k, nh = INPUT, latent, len(hidden)
+        ins = [p, *hidden, k, *hidden[::-1]]  # each layer's input width: encoder, head, decoder, output
+        outs = [*hidden, 2 * k, *hidden[::-1], p]
+        mats = [2 if gated and (li < nh or nh < li < 2 * nh + 1) else 1 for li in range(len(ins))]
+        self.layers = list(zip(ins, outs, mats, strict=True))
+        self.M = [[r(i, o) for _ in range(m)] for i, o, m in self.layers]
+        self.G = [[r(i, o) for _ in range(m)] for i, o, m in self.layers]
         n = x.shape[0]
         self.ws = {}
         for b in {batch, n % batch} - {0}:
-            self.ws[b] = {"h1": r(b, h), "ml": r(b, 2 * k), "z": r(b, k), "h3": r(b, h), "out": r(b, p),
-                          "d": r(b, p), "dh3": r(b, h), "dz": r(b, k), "dml": r(b, 2 * k), "dh1": r(b, h)}
+            self.ws[b] = {"out": [[r(b, o) for _ in range(m)] for _, o, m in self.layers],  # forward outputs
+                          "d": [r(b, o) for _, o, _m in self.layers],  # dpre of each layer
+                          "din": [[r(b, i) for _ in range(m)] for i, _o, m in self.layers]}  # gradient at inputs
+
+    @property
+    def products_per_step(self) -> int:
+        return sum(2 * m for _, _, m in self.layers) + sum(m for _, _, m in self.layers[1:])
 
     def epoch(self, n: int | None = None) -> float:
         mm = np.matmul
-        W1, W2, W3, W4 = (self.W[k] for k in ("W1", "W2", "W3", "W4"))
-        dW1, dW2, dW3, dW4 = (self.G[k] for k in ("dW1", "dW2", "dW3", "dW4"))
+        layers, M, G = self.layers, self.M, self.G
+        nl = len(layers)
+        head = (nl - 2) // 2
         n = self.x.shape[0] if n is None else n
         t0 = time.perf_counter()
         for start in range(0, n, self.batch):
             xb = self.x[start:start + self.batch]  # a contiguous row slice: no copy
             w = self.ws[xb.shape[0]]
-            mm(xb, W1, out=w["h1"])
-            mm(w["h1"], W2, out=w["ml"])
-            mm(w["z"], W3, out=w["h3"])
-            mm(w["h3"], W4, out=w["out"])
-            mm(w["h3"].T, w["d"], out=dW4)
-            mm(w["d"], W4.T, out=w["dh3"])
-            mm(w["z"].T, w["dh3"], out=dW3)
-            mm(w["dh3"], W3.T, out=w["dz"])
-            mm(w["h1"].T, w["dml"], out=dW2)
-            mm(w["dml"], W2.T, out=w["dh1"])
-            mm(xb.T, w["dh1"], out=dW1)
+            out, d, din = w["out"], w["d"], w["din"]
+            # the input of layer li: x, the previous layer's output, or z (a (B, K) block) after the head
+            inputs = [xb] + [din[head + 1][0] if li == head + 1 else out[li - 1][0] for li in range(1, nl)]
+            for li in range(nl):
+                for j in range(layers[li][2]):
+                    mm(inputs[li], M[li][j], out=out[li][j])
+            for li in range(nl - 1, -1, -1):
+                for j in range(layers[li][2]):
+                    mm(inputs[li].T, d[li], out=G[li][j])
+                    if li:
+                        mm(d[li], M[li][j].T, out=din[li][j])
         return time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------------------- one config's runners
 class Runners:
-    def __init__(self, cfg: Config, x32: np.ndarray, x64_cache: dict, torch: Any | None, impls: tuple[str, ...]) -> None:
+    def __init__(self, cfg: Config, x32: np.ndarray, x64_cache: dict, torch: Any | None, jax: Any | None,
+                 impls: tuple[str, ...]) -> None:
         self.cfg = cfg
         dtype = np.dtype(cfg.dtype)
         if dtype == np.float64:
@@ -205,21 +273,41 @@ class Runners:
         self.x, self.torch = x, torch
         n = x.shape[0]
         self.n = n
+        self.notes: dict[str, str] = {}
+        if "jax" in impls and jax is not None and cfg.threads != os.cpu_count():
+            self.notes["jax"] = (f"not timed: XLA's CPU thread pool has {os.cpu_count()} threads from start-up, "
+                                 f"not {cfg.threads}")
+            impls = tuple(i for i in impls if i != "jax")
         self.runs: dict[str, list[float]] = {i: [] for i in impls}
         self.losses: dict[str, list[float]] = {i: [] for i in impls}
-        self.vae = self.opt = self.floor = self.trainer = None
+        self.vae = self.opt = self.floor = None
+        self.peers: dict[str, Any] = {}
+        init = cfg.make_vae()  # the peers start from npvae's initial parameters
         if "npvae" in impls:
-            self.vae = npvae.VAE(INPUT, (cfg.hidden,), LATENT, likelihood="bernoulli", activation="relu",
-                                 seed=0, dtype=dtype)
+            self.vae = cfg.make_vae()
             self.opt = npvae.Adam(lr=LR)
         if "floor" in impls:
-            self.floor = Floor(x, cfg.batch, cfg.hidden, dtype)
+            self.floor = Floor(x, cfg.batch, cfg.hidden_dims, dtype, cfg.latent, gated=cfg.layer == "gated")
         if "torch" in impls and torch is not None:
-            model = C.make_torch_vae(torch, INPUT, (cfg.hidden,), LATENT, dtype=dtype, seed=0)
-            self.trainer = C.TorchTrainer(torch, model, x, cfg.batch, lr=LR, seed=0)
+            if cfg.layer == "dense" and cfg.bounds is None:  # the twin of compare_torch, nn.Linear's own init
+                model = C.make_torch_vae(torch, INPUT, cfg.hidden_dims, cfg.latent, dtype=dtype, seed=0)
+                self.peers["torch"] = C.TorchTrainer(torch, model, x, cfg.batch, lr=LR, seed=0)
+            else:
+                self.peers["torch"] = P.TorchPeer(torch, init, x, cfg.batch, lr=LR, seed=0)
+        if "torch_compile" in impls and torch is not None:
+            self.peers["torch_compile"] = P.TorchPeer(torch, init, x, cfg.batch, lr=LR, seed=0, compiled=True)
+        if "jax" in impls and jax is not None:
+            self.peers["jax"] = P.JaxPeer(jax, init, x, cfg.batch, lr=LR, seed=0)
+        for i in impls:
+            if i in PEERS and i not in self.peers:
+                del self.runs[i], self.losses[i]
+
+    @property
+    def impls(self) -> tuple[str, ...]:
+        return tuple(self.runs)
 
     def warm(self, batches: int = 3) -> None:
-        """A few batches of each (plus the short last batch), so the timed epochs allocate nothing new."""
+        """A few batches of each (plus the short last batch), so the timed epochs allocate and compile nothing."""
         b, n = self.cfg.batch, self.n
         k = min(n, batches * b + n % b)
         with C.limit_threads(self.cfg.threads, self.torch):
@@ -227,9 +315,21 @@ class Runners:
                 npvae.train(self.vae, self.x[:k], epochs=1, batch_size=min(b, k), optimizer=self.opt, seed=10_000)
             if self.floor is not None:
                 self.floor.epoch(k)
-            if self.trainer is not None:
-                self.trainer.train_epoch(np.arange(k, dtype=np.int64))
-                self.trainer.epoch = 0
+            for name, peer in list(self.peers.items()):
+                t0 = time.perf_counter()
+                try:
+                    peer.train_epoch(np.arange(k, dtype=np.int64))
+                except Exception as exc:  # noqa: BLE001 - a peer that cannot run here is reported, not fatal
+                    self.notes[name] = f"failed in warm-up: {type(exc).__name__}: {str(exc)[:300]}"
+                    progress(f"{self.cfg.name} {name}: {self.notes[name]}")
+                    del self.peers[name], self.runs[name], self.losses[name]
+                    continue
+                if hasattr(peer, "epoch"):  # _common.TorchTrainer counts its epochs itself
+                    peer.epoch = 0
+                else:
+                    peer.batches.epoch = 0
+                if name in ("torch_compile", "jax"):
+                    self.notes.setdefault(f"{name}_compile_s", f"{time.perf_counter() - t0:.1f}")
 
     def run(self, impl: str, repeat: int) -> float:
         with C.limit_threads(self.cfg.threads, self.torch):
@@ -240,7 +340,7 @@ class Runners:
             elif impl == "floor":
                 s, loss = self.floor.epoch(), float("nan")
             else:
-                s, loss = self.trainer.train_epoch()
+                s, loss = self.peers[impl].train_epoch()
         self.runs[impl].append(s)
         self.losses[impl].append(loss)
         return s
@@ -249,18 +349,36 @@ class Runners:
         med = {i: (statistics.median(v) if v else None) for i, v in self.runs.items()}
         get = lambda i: med.get(i)  # noqa: E731
         ratio = lambda a, b: (get(a) / get(b)) if get(a) and get(b) else None  # noqa: E731
-        rec = {"kind": "config", "name": self.cfg.name, "varies": self.cfg.varies, "default": self.cfg.is_default,
-               "batch": self.cfg.batch, "hidden": self.cfg.hidden, "latent": LATENT, "dtype": self.cfg.dtype,
-               "threads": self.cfg.threads, "examples": examples, "data": source, "repeats": repeats,
+        timed_peers = {i: med[i] for i in PEERS if med.get(i)}
+        fastest = min(timed_peers, key=timed_peers.__getitem__) if timed_peers else None
+        cfg = self.cfg
+        rec = {"kind": "config", "name": cfg.name, "varies": cfg.varies, "default": cfg.is_default,
+               "batch": cfg.batch, "hidden": cfg.hidden, "hidden_dims": list(cfg.hidden_dims), "latent": cfg.latent,
+               "layer": cfg.layer, "logvar_bounds": list(cfg.bounds) if cfg.bounds else None, "dtype": cfg.dtype,
+               "threads": cfg.threads, "examples": examples, "data": source, "repeats": repeats,
+               "npvae_path": self.npvae_path(),
                "npvae_s": get("npvae"), "floor_s": get("floor"), "torch_s": get("torch"),
-               "npvae_over_torch": ratio("npvae", "torch"), "npvae_over_floor": ratio("npvae", "floor"),
-               "torch_over_floor": ratio("torch", "floor")}
+               "torch_compile_s": get("torch_compile"), "jax_s": get("jax"),
+               "npvae_over_torch": ratio("npvae", "torch"), "npvae_over_torch_compile": ratio("npvae", "torch_compile"),
+               "npvae_over_jax": ratio("npvae", "jax"), "npvae_over_floor": ratio("npvae", "floor"),
+               "torch_over_floor": ratio("torch", "floor"), "fastest_peer": fastest,
+               "npvae_over_fastest_peer": ratio("npvae", fastest) if fastest else None,
+               "notes": self.notes}
         for i, v in self.runs.items():
             rec[f"{i}_runs_s"] = v
-        for i in ("npvae", "torch"):
+        for i in ("npvae", *PEERS):
             if self.losses.get(i):
                 rec[f"{i}_last_train_loss"] = self.losses[i][-1]
         return rec
+
+    def npvae_path(self) -> str | None:
+        if self.vae is None:
+            return None
+        from npvae import fused
+
+        with C.limit_threads(self.cfg.threads):
+            why = fused.unsupported(self.vae, self.opt, None)
+        return "fused" if why is None else "layer"
 
 
 # ---------------------------------------------------------------------------- peak RSS
@@ -295,7 +413,7 @@ def rss_child(args: argparse.Namespace) -> int:
 def measure_peak_rss(args: argparse.Namespace) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--rss-child", "--examples", str(args.examples),
            "--data", str(args.data)] + (["--random-data"] if args.random_data else [])
-    env = {**os.environ, "NPVAE_BENCH_NO_TORCH": "1"}
+    env = {**os.environ, "NPVAE_BENCH_NO_TORCH": "1", "NPVAE_BENCH_NO_JAX": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         progress(f"peak-RSS child failed ({proc.returncode}):\n{proc.stderr}")
@@ -319,15 +437,26 @@ def fmt(v: float | None, spec: str = ".3f") -> str:
 
 
 def markdown_table(records: list[dict], source: str, examples: int, repeats: int, rss: dict | None,
-                   torch_version: str | None) -> str:
+                   versions: dict[str, str | None]) -> str:
+    peers = ", ".join(f"{k} {v or 'not installed'}" for k, v in versions.items())
     lines = [f"Seconds per epoch ({examples:,} examples of {source}; median of {repeats}; "
-             f"784-H-20 ReLU VAE, Bernoulli, Adam; torch {torch_version or 'not installed'})", "",
-             "| varies | batch | hidden | dtype | threads | npvae s | floor s | torch s | npvae/torch | npvae/floor |",
-             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+             f"784-H-20 ReLU VAE, Bernoulli, Adam, and the gated model; {peers})", "",
+             "| varies | batch | hidden | dtype | threads | npvae s | floor s | torch s | torch.compile s | jax s "
+             "| npvae/fastest peer | npvae/floor |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in records:
-        lines.append(f"| {r['varies']} | {r['batch']} | {r['hidden']} | {r['dtype']} | {r['threads']} | "
+        hidden = "-".join(str(h) for h in r["hidden_dims"])
+        if r["layer"] != "dense":
+            hidden = f"{hidden} {r['layer']}, z {r['latent']}"
+        fastest = (f"{fmt(r['npvae_over_fastest_peer'], '.2f')} ({r['fastest_peer']})"
+                   if r["fastest_peer"] else "n/a")
+        lines.append(f"| {r['varies']} | {r['batch']} | {hidden} | {r['dtype']} | {r['threads']} | "
                      f"{fmt(r['npvae_s'])} | {fmt(r['floor_s'])} | {fmt(r['torch_s'])} | "
-                     f"{fmt(r['npvae_over_torch'], '.2f')} | {fmt(r['npvae_over_floor'], '.2f')} |")
+                     f"{fmt(r['torch_compile_s'])} | {fmt(r['jax_s'])} | {fastest} | "
+                     f"{fmt(r['npvae_over_floor'], '.2f')} |")
+    lines += ["", "npvae runs the fused step where it applies (2 threads, dense layers) and the layer path elsewhere "
+                  "(`npvae_path` in the JSON). `npvae.log_likelihood`'s throughput: "
+                  "`python benchmarks/bench_log_likelihood.py`."]
     if rss and "peak_rss_mb" in rss:
         lines += ["", f"Peak RSS, npvae training one epoch of {rss['examples']:,} examples (default config, data "
                       f"loading included, separate process, data held as uint8 with pixel_scale=1/255): "
@@ -374,10 +503,15 @@ def main(argv: list[str] | None = None) -> int:
               f"({max(c.batch for c in configs)})", file=sys.stderr)
         return 2
 
-    torch = C.try_import_torch() if "torch" in args.impls else None
-    impls = tuple(i for i in args.impls if i != "torch" or torch is not None)
-    if "torch" in args.impls and torch is None:
+    wants_torch = bool({"torch", "torch_compile"} & set(args.impls))
+    torch = C.try_import_torch() if wants_torch else None
+    jax = P.try_import_jax() if "jax" in args.impls else None
+    impls = tuple(i for i in args.impls
+                  if (i not in ("torch", "torch_compile") or torch is not None) and (i != "jax" or jax is not None))
+    if wants_torch and torch is None:
         progress(C.TORCH_MISSING_NOTE)
+    if "jax" in args.impls and jax is None:
+        progress(P.JAX_MISSING_NOTE)
     if args.quick:
         progress("QUICK run: the numbers are not meaningful")
 
@@ -396,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     n = x32.shape[0]
     env = {"kind": "env", "python": platform.python_version(), "numpy": np.__version__,
            "numba": __import__("numba").__version__, "torch": torch.__version__ if torch else None,
+           "jax": jax.__version__ if jax else None,
            "cpus": os.cpu_count(), "machine": platform.machine(), "examples": n, "data": source,
            "repeats": args.repeats, "quick": args.quick, "impls": list(impls),
            "blas_limits_ok": blas_ok, **blas_kernel,
@@ -406,18 +541,19 @@ def main(argv: list[str] | None = None) -> int:
     x64_cache: dict = {}
     runners = []
     for cfg in configs:
-        r = Runners(cfg, x32, x64_cache, torch, impls)
-        progress(f"warm-up {cfg.name}")
+        r = Runners(cfg, x32, x64_cache, torch, jax, impls)
+        progress(f"warm-up {cfg.name} ({', '.join(r.impls)})")
         r.warm(args.warmup_batches)
         runners.append(r)
 
-    total = args.repeats * len(runners) * len(impls)
+    total = args.repeats * sum(len(r.impls) for r in runners)
     done = 0
     t_start = time.perf_counter()
     for rep in range(args.repeats):
         for r in runners:
-            k = (rep + runners.index(r)) % len(impls)  # rotate the order of the implementations
-            for impl in impls[k:] + impls[:k]:
+            order = r.impls
+            k = (rep + runners.index(r)) % len(order)  # rotate the order of the implementations
+            for impl in order[k:] + order[:k]:
                 time.sleep(args.settle)
                 s = r.run(impl, rep)
                 done += 1
@@ -436,13 +572,16 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if args.quick:
         print("QUICK run: the numbers below are not meaningful")
-    print(markdown_table(records, source, n, args.repeats, rss, torch.__version__ if torch else None))
+    print(markdown_table(records, source, n, args.repeats, rss,
+                         {"torch": torch.__version__ if torch else None, "jax": jax.__version__ if jax else None}))
     print()
     default = next((r for r in records if r["default"]), None)
     if default is not None:
         print(headline(default))
-    if torch is None and "torch" in args.impls:
+    if torch is None and wants_torch:
         print(f"NOTE: {C.TORCH_MISSING_NOTE}")
+    if jax is None and "jax" in args.impls:
+        print(f"NOTE: {P.JAX_MISSING_NOTE}")
     return 0
 
 

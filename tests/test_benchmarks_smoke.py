@@ -3,6 +3,9 @@
 * ``bench_epoch.py --quick`` runs end to end (tiny epoch, 1 repeat) and prints
   well-formed JSON lines with positive numbers; with torch hidden
   (``NPVAE_BENCH_NO_TORCH=1``) both scripts still run and skip the torch rows.
+* The JAX peer (``benchmarks/_peers.py``), when jax is importable, starts at
+  npvae's loss on the same batch and noise and its loss falls as it trains;
+  the torch.compile peer runs a tiny epoch of ``bench_epoch.py``.
 * The torch model of ``benchmarks/_common.py`` computes exactly npvae's loss
   and gradients, given the same parameters and the same eps: float32 to 1e-4
   (the check ``compare_torch.py`` asserts at startup) and float64 to 1e-10
@@ -29,6 +32,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 import _common as C  # noqa: E402
+import _peers as P  # noqa: E402
 
 CONFIG_KEYS = {"kind", "name", "varies", "default", "batch", "hidden", "latent", "dtype", "threads", "examples",
                "data", "repeats", "npvae_s", "floor_s", "torch_s", "npvae_over_torch", "npvae_over_floor",
@@ -50,26 +54,46 @@ def _positive(v: object) -> bool:
 
 # ---------------------------------------------------------------------------- bench_epoch end to end
 def test_bench_epoch_quick() -> None:
+    """Every config, npvae, the floor, torch eager and JAX (torch.compile's compiling is left to the test below)."""
     has_torch = C.try_import_torch() is not None
-    proc = _run([str(BENCH / "bench_epoch.py"), "--quick", "--examples", "512", "--repeats", "1"])
+    has_jax = P.try_import_jax() is not None
+    proc = _run([str(BENCH / "bench_epoch.py"), "--quick", "--examples", "512", "--repeats", "1",
+                 "--impls", "npvae,floor,torch,jax"])
     assert proc.returncode == 0, proc.stderr
     lines = _json_lines(proc.stdout)
     kinds = [d["kind"] for d in lines]
     assert kinds[0] == "env" and kinds.count("peak_rss") == 1
     configs = [d for d in lines if d["kind"] == "config"]
-    assert len(configs) == 6 and sum(d["default"] for d in configs) == 1
+    assert len(configs) == 7 and sum(d["default"] for d in configs) == 1
     assert {d["name"] for d in configs} == {"b128-h400-float32-t2", "b32-h400-float32-t2", "b512-h400-float32-t2",
-                                            "b128-h1024-float32-t2", "b128-h400-float64-t2", "b128-h400-float32-t1"}
+                                            "b128-h1024-float32-t2", "b128-h400-float64-t2", "b128-h400-float32-t1",
+                                            "gated-b100-h300x300-z40-float32-t2"}
     for d in configs:
         assert CONFIG_KEYS <= d.keys(), CONFIG_KEYS - d.keys()
         assert d["examples"] == 512 and d["repeats"] == 1
         keys = ["npvae_s", "floor_s", "npvae_over_floor"] + (["torch_s", "npvae_over_torch"] if has_torch else [])
+        jax_timed = has_jax and d["threads"] == os.cpu_count()
+        keys += ["jax_s", "npvae_over_jax"] if jax_timed else []
         for k in keys:
             assert _positive(d[k]), (d["name"], k, d[k])
         assert len(d["npvae_runs_s"]) == 1 and all(_positive(v) for v in d["npvae_runs_s"])
         assert _positive(d["npvae_last_train_loss"])
+        assert d["torch_compile_s"] is None
+        peers = {k: d[f"{k}_s"] for k in ("torch", "jax") if d[f"{k}_s"] is not None}
+        if peers:
+            assert d["fastest_peer"] == min(peers, key=peers.__getitem__)
+            assert d["npvae_over_fastest_peer"] == pytest.approx(d["npvae_s"] / min(peers.values()))
+        else:
+            assert d["fastest_peer"] is None and d["npvae_over_fastest_peer"] is None
         if not has_torch:
             assert d["torch_s"] is None
+        if not jax_timed:
+            assert d["jax_s"] is None
+        if has_jax and not jax_timed:
+            assert "XLA" in d["notes"]["jax"]
+    gated = next(d for d in configs if d["layer"] == "gated")
+    assert gated["npvae_path"] == "layer" and gated["hidden_dims"] == [300, 300] and gated["latent"] == 40
+    assert gated["logvar_bounds"] == [-6.0, 2.0] and gated["batch"] == 100
     rss = next(d for d in lines if d["kind"] == "peak_rss")
     for k in ("peak_rss_mb", "baseline_mb", "data_mb"):
         assert _positive(rss[k]), (k, rss)
@@ -93,6 +117,61 @@ def test_compare_torch_without_torch(shared_data: Path) -> None:
                  "--eval-examples", "128", "--data", str(shared_data)], env={"NPVAE_BENCH_NO_TORCH": "1"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PyTorch is not installed" in proc.stdout and "npvae :" in proc.stdout
+
+
+def test_bench_epoch_torch_compile_peer() -> None:
+    """torch.compile with Adam(fused=True) compiles (the full and the short batch) and times an epoch."""
+    pytest.importorskip("torch")
+    proc = _run([str(BENCH / "bench_epoch.py"), "--quick", "--examples", "300", "--no-rss", "--random-data",
+                 "--impls", "npvae,torch_compile", "--configs", "b128-h400-float32-t2"], timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    (cfg,) = [d for d in _json_lines(proc.stdout) if d["kind"] == "config"]
+    assert "torch_compile" not in cfg["notes"], cfg["notes"]  # no failure noted
+    assert _positive(cfg["torch_compile_s"]) and cfg["fastest_peer"] == "torch_compile"
+    assert _positive(cfg["npvae_over_torch_compile"]) and _positive(cfg["torch_compile_last_train_loss"])
+
+
+# ---------------------------------------------------------------------------- the JAX and torch peers
+@pytest.mark.parametrize("model", ["dense", "gated"])
+def test_jax_peer_starts_at_npvae_loss_and_learns(model: str) -> None:
+    """The jitted JAX step computes the same model: npvae's loss at init (float32), falling as it trains."""
+    jax = P.try_import_jax()
+    if jax is None:
+        pytest.skip("jax is not installed")
+    import npvae
+
+    kw = {"layer": "gated", "logvar_bounds": (-6.0, 2.0)} if model == "gated" else {"activation": "relu"}
+    hidden, k = ((24, 16), 6) if model == "gated" else ((32,), 5)
+    vae = npvae.VAE(100, hidden, k, seed=3, dtype=np.float32, **kw)
+    rng = np.random.default_rng(0)
+    x = (rng.random((64, 100)) < 0.3).astype(np.float32)
+    eps = rng.standard_normal((64, k), dtype=np.float32)
+    np_loss, _ = vae.loss_and_grads(x, eps[None])
+    peer = P.JaxPeer(jax, vae, x, batch_size=64, lr=1e-2, seed=0)
+    assert peer.loss_at(x, eps) == pytest.approx(np_loss, rel=1e-4)
+    first = peer.train_step(x, eps)  # the loss before the update: npvae's again
+    assert first == pytest.approx(np_loss, rel=1e-4)
+    for _ in range(20):
+        peer.train_step(x, eps)
+    assert peer.loss_at(x, eps) < 0.9 * first
+    seconds, mean_loss = peer.train_epoch()
+    assert seconds > 0 and np.isfinite(mean_loss)
+
+
+@pytest.mark.parametrize("model", ["dense", "gated"])
+def test_torch_peer_starts_at_npvae_loss(model: str) -> None:
+    torch = pytest.importorskip("torch")
+    import npvae
+
+    kw = {"layer": "gated", "logvar_bounds": (-1.0, 0.5)} if model == "gated" else {"activation": "relu"}
+    vae = npvae.VAE(50, (12, 10), 4, seed=1, dtype=np.float64, **kw)
+    rng = np.random.default_rng(2)
+    x = rng.random((9, 50))
+    eps = 3 * rng.standard_normal((9, 4))  # large enough for the bounds to clip some logvars
+    np_loss, _ = vae.loss_and_grads(x, eps[None])
+    peer = P.TorchPeer(torch, vae, x, batch_size=9)
+    got = P.torch_loss(torch, peer.model, peer.arch, torch.from_numpy(x), torch.from_numpy(eps)).item()
+    assert got == pytest.approx(np_loss, rel=1e-12)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -201,8 +280,8 @@ def test_step_breakdown_runs_and_adds_up() -> None:
     proc = _run([str(BENCH / "step_breakdown.py"), "--examples", "1024", "--epochs", "1"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (b,) = _json_lines(proc.stdout)
-    for key in ("floor_ms", "npvae_ms", "fused_ms", "instrumented_ms", "products_ms", "optimizer_ms", "optimizer_kernel_ms",
-                "kernels_ms", "noise_alone_ms"):
+    for key in ("floor_ms", "npvae_ms", "fused_ms", "instrumented_ms", "products_ms", "optimizer_ms",
+                "optimizer_kernel_ms", "kernels_ms", "noise_alone_ms"):
         assert _positive(b[key]), (key, b[key])
     assert set(b["kernel_ms"]) == {"bias_act_forward", "act_backward", "bernoulli_nll", "reparam_kl_forward",
                                    "reparam_kl_backward", "gather_rows"}
