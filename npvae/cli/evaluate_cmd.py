@@ -10,8 +10,20 @@ from typing import Any
 
 import numpy as np
 
-from ._common import (CommandError, Parser, UsageError, add_data_arguments, check_file_path, describe_model,
-                      existing_file, load_examples, load_model, number, one_line, user_path)
+from ._common import (
+    CommandError,
+    Parser,
+    UsageError,
+    add_data_arguments,
+    check_file_path,
+    describe_model,
+    existing_file,
+    load_examples,
+    load_model,
+    number,
+    one_line,
+    user_path,
+)
 
 DESCRIPTION = """\
 Evaluate a trained model on a dataset: the negative ELBO (reconstruction + KL),

@@ -16,8 +16,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._common import (CommandError, Parser, UsageError, add_data_arguments, check_file_path, describe_model,
-                      existing_file, load_examples, load_model, number, probability, save_npy, user_path)
+from ._common import (
+    CommandError,
+    Parser,
+    UsageError,
+    add_data_arguments,
+    check_file_path,
+    describe_model,
+    existing_file,
+    load_examples,
+    load_model,
+    number,
+    probability,
+    save_npy,
+    user_path,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
