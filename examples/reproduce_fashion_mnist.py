@@ -39,7 +39,9 @@ import numpy as np
 import npvae
 from npvae._atomic import atomic_writer
 
-PUBLISHED = {"fashion-mnist": (-228.70, 0.15, "Norouzi et al. (2020), Exemplar VAE, Table 1, VAE with a Gaussian prior")}
+PUBLISHED = {
+    "fashion-mnist": (-228.70, 0.15, "Norouzi et al. (2020), Exemplar VAE, Table 1, VAE with a Gaussian prior"),
+}
 MODELS = {
     "protocol": dict(hidden_dims=(300, 300), latent_dim=40, layer="gated", logvar_bounds=(-6.0, 2.0)),
     "default": dict(hidden_dims=(400,), latent_dim=20),

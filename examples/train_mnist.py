@@ -34,7 +34,15 @@ except KeyboardInterrupt:
 
 # The implementation's names, for code (and tests) that used the example as a module.
 from npvae.cli.training_cmd import (  # noqa: E402
-    EPOCH_BUDGET, HOLDOUT_FRACTION, MAX_AUTO_EPOCHS, PROBE_TIMEOUT, Console, Data, auto_epochs, load_data)
+    EPOCH_BUDGET,
+    HOLDOUT_FRACTION,
+    MAX_AUTO_EPOCHS,
+    PROBE_TIMEOUT,
+    Console,
+    Data,
+    auto_epochs,
+    load_data,
+)
 
 __all__ = ["EPOCH_BUDGET", "HOLDOUT_FRACTION", "MAX_AUTO_EPOCHS", "PROBE_TIMEOUT", "Console", "Data",
            "auto_epochs", "build_parser", "load_data", "main"]
