@@ -132,7 +132,8 @@ def test_a_directory_that_refuses_new_files_is_named_not_the_temporary(tmp_path,
         raise PermissionError(errno.EACCES, "Permission denied", os.path.join(dir, prefix + "abcdefgh" + suffix))
 
     monkeypatch.setattr(atomic.tempfile, "mkstemp", refuse)
-    with pytest.raises(PermissionError, match=r"cannot write .*m\.npz: cannot create a file in .*Permission denied") as info:
+    with pytest.raises(PermissionError,
+                       match=r"cannot write .*m\.npz: cannot create a file in .*Permission denied") as info:
         write(tmp_path / "m.npz")
     assert ".tmp" not in str(info.value)
 

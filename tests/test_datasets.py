@@ -354,7 +354,8 @@ def test_sha256_recorded_from_a_verified_gz_checks_uncompressed_copies(
     monkeypatch.setitem(DATASETS, "mnist", dataclasses.replace(spec, files=files))
     raw = tmp_path / "raw" / "mnist"
     raw.mkdir(parents=True)
-    (raw / "t10k-images-idx3-ubyte").write_bytes(gzip.decompress((SHARED / "mnist" / "t10k-images-idx3-ubyte.gz").read_bytes()))
+    (raw / "t10k-images-idx3-ubyte").write_bytes(
+        gzip.decompress((SHARED / "mnist" / "t10k-images-idx3-ubyte.gz").read_bytes()))
     shutil.copy(SHARED / "mnist" / "t10k-labels-idx1-ubyte.gz", raw)
     with pytest.raises(ChecksumError, match="cannot be verified"):  # nothing on record yet
         load_mnist("test", root=raw, download=False)
@@ -376,7 +377,8 @@ def test_dataset_names_and_splits_are_checked_with_clear_errors() -> None:
     for call in (lambda: datasets.on_disk("kmnist", "test"), lambda: datasets.download_dataset("emnist")):
         with pytest.raises(ValueError) as info:
             call()
-        assert str(info.value).startswith("dataset name must be 'mnist' or 'fashion-mnist' (also spelt 'fashion_mnist')")
+        assert str(info.value).startswith(
+            "dataset name must be 'mnist' or 'fashion-mnist' (also spelt 'fashion_mnist')")
     with pytest.raises(ValueError, match="split must be 'train' or 'test', got 'val'"):
         datasets.on_disk("mnist", "val")
     with pytest.raises(ValueError, match="split must be 'train' or 'test', got 'val'"):
@@ -411,12 +413,14 @@ def _copy(name: str, to: str | None = None) -> None:
 
 def _truncated() -> None:
     _copy("t10k-labels-idx1-ubyte.gz")
-    Path("data/mnist/t10k-images-idx3-ubyte.gz").write_bytes((SHARED / "mnist" / "t10k-images-idx3-ubyte.gz").read_bytes()[:100_000])
+    Path("data/mnist/t10k-images-idx3-ubyte.gz").write_bytes(
+        (SHARED / "mnist" / "t10k-images-idx3-ubyte.gz").read_bytes()[:100_000])
 
 
 def _html() -> None:
     _copy("t10k-labels-idx1-ubyte.gz")
-    Path("data/mnist/t10k-images-idx3-ubyte.gz").write_bytes(b"<!DOCTYPE html>\n<html><body>Access denied</body></html>\n")
+    Path("data/mnist/t10k-images-idx3-ubyte.gz").write_bytes(
+        b"<!DOCTYPE html>\n<html><body>Access denied</body></html>\n")
 
 
 def _labels_as_images() -> None:

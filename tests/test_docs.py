@@ -22,10 +22,10 @@ from unittest import SkipTest
 
 import pytest
 
-sybil = pytest.importorskip("sybil")
-from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
-
 import npvae
+
+sybil = pytest.importorskip("sybil")
+from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser  # noqa: E402  (after the skip without sybil)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -299,7 +299,8 @@ def test_load_mnist_train_falls_back_when_mirrors_fail(
     assert not (tmp_path / "mnist").exists()  # the folder made for the download, removed as nothing came
 
 
-def test_failed_download_leaves_no_folders_behind(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_download_leaves_no_folders_behind(server: Server, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue #21 D: every folder npvae made for a download that wrote nothing is removed; others stay."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("NPVAE_DATA", raising=False)
@@ -311,11 +312,12 @@ def test_failed_download_leaves_no_folders_behind(server: Server, tmp_path: Path
         load_fashion_mnist("test", root=tmp_path / "mine", mirrors=[server.url + "/empty/"])
     assert list(tmp_path.iterdir()) == [tmp_path / "mine"] and list((tmp_path / "mine").iterdir()) == []
     with pytest.raises(DataNotFoundError):  # no root: into the cache, made and removed again
-        load_fashion_mnist("test", mirrors=[f"http://127.0.0.1:1/"])
+        load_fashion_mnist("test", mirrors=["http://127.0.0.1:1/"])
     assert not (tmp_path / "cache").exists()
 
 
-def test_failed_download_error_says_what_was_tried(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_download_error_says_what_was_tried(server: Server, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue #21 E: not "download=False" when a download was tried; why it failed, as text and attributes."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("NPVAE_DATA", raising=False)
@@ -324,7 +326,8 @@ def test_failed_download_error_says_what_was_tried(server: Server, tmp_path: Pat
     error = info.value
     assert error.download_tried and error.download_dir == tmp_path / "fashion-mnist"
     url = f"{server.url}/empty/t10k-images-idx3-ubyte.gz"
-    assert error.download_error == f"could not download t10k-images-idx3-ubyte.gz from any mirror:\n  {url}: HTTP 404 Not Found"
+    assert error.download_error == (f"could not download t10k-images-idx3-ubyte.gz from any mirror:\n"
+                                    f"  {url}: HTTP 404 Not Found")
     assert f"Downloading into {tmp_path / 'fashion-mnist'} failed: {error.download_error}" in error.summary
     assert "download=False" not in str(error) and "No download was tried" not in str(error)
     assert error.missing == ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -353,7 +356,8 @@ def test_download_goes_to_the_npvae_data_folder_named_for_the_dataset(
 def test_download_records_the_sha256_a_published_md5_vouches_for(
     server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue #21 B: a downloaded .gz with only an MD5 on record: its content's SHA-256 is recorded, and checks copies."""
+    """Issue #21 B: a downloaded .gz with only an MD5 on record: its content's SHA-256 is recorded, and checks
+    copies."""
     spec = DATASETS["mnist"]
     files = dict(spec.files)
     files["test", "images"] = dataclasses.replace(files["test", "images"], sha256=None)  # as train-images is
@@ -364,10 +368,12 @@ def test_download_records_the_sha256_a_published_md5_vouches_for(
     monkeypatch.delenv("NPVAE_DATA", raising=False)
     download_dataset("mnist", splits=("test",), root=tmp_path / "dl", mirrors=[server.url + "/m/"], progress=False)
     record = json.loads((tmp_path / "cache" / "npvae" / "sha256.json").read_text())
-    assert record == {"mnist/t10k-images-idx3-ubyte": sha256(gzip.decompress(server.routes["/m/t10k-images-idx3-ubyte.gz"][1]))}
+    images = gzip.decompress(server.routes["/m/t10k-images-idx3-ubyte.gz"][1])
+    assert record == {"mnist/t10k-images-idx3-ubyte": sha256(images)}
     raw = tmp_path / "raw" / "mnist"
     raw.mkdir(parents=True)
-    (raw / "t10k-images-idx3-ubyte").write_bytes(gzip.decompress((tmp_path / "dl" / "mnist" / "t10k-images-idx3-ubyte.gz").read_bytes()))
+    (raw / "t10k-images-idx3-ubyte").write_bytes(
+        gzip.decompress((tmp_path / "dl" / "mnist" / "t10k-images-idx3-ubyte.gz").read_bytes()))
     (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(server.routes["/m/t10k-labels-idx1-ubyte.gz"][1])
     images, _ = load_mnist("test", root=raw.parent, download=False)
     assert images.shape == (10000, 784)

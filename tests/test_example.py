@@ -83,8 +83,9 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def check_png(path: Path, name: str) -> None:
     """A PNG of the figure's documented size, with something drawn on it."""
-    from npvae import plots
     import matplotlib.image
+
+    from npvae import plots
 
     w, h = plots.FIGSIZE[name]
     assert png_size(path) == (round(w * plots.DPI), round(h * plots.DPI)), name
@@ -429,7 +430,8 @@ def _checkpoint_name_too_long(tmp: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("make", [_out_is_file, _file_under_file, _checkpoint_is_folder, _checkpoint_name_too_long],
-                         ids=["out-is-a-file", "out-under-a-file", "checkpoint-is-a-folder", "checkpoint-name-too-long"])
+                         ids=["out-is-a-file", "out-under-a-file", "checkpoint-is-a-folder",
+                              "checkpoint-name-too-long"])
 def test_unusable_output_paths_are_usage_errors_before_training(
         tmp_path: Path, fresh_machine: None, capsys: pytest.CaptureFixture, make) -> None:
     """#21 item 5: one line naming the flag, exit 2, before any training; the user's file is untouched."""

@@ -75,7 +75,7 @@ def assert_same(cfg: dict, parts: int, batch: int, steps: int = 3, dtype=np.floa
         prepare(b)
     opt_a, la = run(False, a, x, batches, between=between)
     opt_b, lb = run(True, b, x, batches, parts=parts, between=between)
-    for (loss_a, sq_a), (loss_b, sq_b) in zip(la, lb):
+    for (loss_a, sq_a), (loss_b, sq_b) in zip(la, lb, strict=True):
         assert abs(loss_a - loss_b) <= tol * abs(loss_a) and abs(sq_a - sq_b) <= tol * abs(sq_a)
     for key in a.params:
         assert rel(a.params[key], b.params[key]) <= tol, key
@@ -213,9 +213,9 @@ def test_fused_evaluation_matches_evaluate_terms(cfg: dict, parts: int) -> None:
         for s in ("m", "v"):
             np.testing.assert_array_equal(opt.state[k][s], state[k][s])
     assert opt.t == 1
-    for c, terms in zip(chunks, got):
+    for c, terms in zip(chunks, got, strict=True):
         want = vae.evaluate_terms(x, batch_size=c)
-        for g, w in zip(terms, want):
+        for g, w in zip(terms, want, strict=True):
             assert abs(g - w) <= 1e-12 * abs(w), (c, terms, want)
 
 
@@ -225,12 +225,12 @@ def test_fused_evaluation_of_uint8_pixels_and_a_changed_beta() -> None:
     step = fused.FusedStep(vae, npvae.Adam(), parts=2)
     want = vae.evaluate_terms(px.astype(np.float64) * (1 / 255), batch_size=16)
     got = step.evaluate_terms(px, 1 / 255, chunk=16)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert abs(g - w) <= 1e-12 * abs(w)
     vae.beta, vae.likelihood = 3.0, "gaussian"  # what evaluate reads at every call, the fused one reads too
     want = vae.evaluate_terms(px.astype(np.float64) * (1 / 255), batch_size=16)
     got = step.evaluate_terms(px, 1 / 255, chunk=16)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert abs(g - w) <= 1e-12 * abs(w)
 
 
@@ -265,7 +265,7 @@ def test_fused_gradients_pass_a_finite_difference_check() -> None:
     for key, p in before.params.items():
         orig = p.copy()
 
-        def f(v: np.ndarray) -> float:
+        def f(v: np.ndarray, p: np.ndarray = p) -> float:  # p bound now (f is called only in this iteration)
             p[...] = v
             r, kl = before.loss_terms(x[idx], eps)
             return r + before.beta * kl
@@ -321,12 +321,12 @@ def test_train_takes_the_same_path_fused_or_not(two_threads, pixels: bool) -> No
         vae = make()
         seen: list[int] = []
         hist = npvae.train(vae, x, epochs=2, batch_size=32, seed=4, fused=use,
-                           on_batch=lambda *a: seen.append(two_threads.get_num_threads()), **kw)
+                           on_batch=lambda *a, seen=seen: seen.append(two_threads.get_num_threads()), **kw)
         runs[use] = vae, hist, seen
     (a, ha, seen_a), (b, hb, seen_b) = runs[False], runs[True]
     assert seen_a == [2] * 6 and seen_b == [1] * 6  # the fused epochs keep the BLAS on one thread...
     assert two_threads.get_num_threads() == 2  # ...and give it back
-    for ra, rb in zip(ha, hb):
+    for ra, rb in zip(ha, hb, strict=True):
         assert abs(ra["train_loss"] - rb["train_loss"]) <= 1e-12 * ra["train_loss"]
     for key in a.params:
         assert rel(a.params[key], b.params[key]) <= 1e-12, key
@@ -398,7 +398,7 @@ def test_train_follows_a_kl_schedule_fused_or_not(two_threads, likelihood: str) 
         return vae, hist
 
     (a, ha), (b, hb) = run_with(False), run_with(True)
-    for ra, rb in zip(ha, hb):
+    for ra, rb in zip(ha, hb, strict=True):
         assert abs(ra["train_loss"] - rb["train_loss"]) <= 1e-12 * abs(ra["train_loss"]), (ra, rb)
     for key in a.params:
         assert rel(a.params[key], b.params[key]) <= 1e-12, (key, rel(a.params[key], b.params[key]))
@@ -422,7 +422,7 @@ def test_train_validates_with_the_fused_step_and_the_same_numbers(two_threads, m
     hists = {use: npvae.train(make(), x[:60], epochs=3, batch_size=16, seed=2, x_val=x[60:], fused=use, **kw)
              for use in (False, True)}
     assert len(calls) == 3 and two_threads.get_num_threads() == 2
-    for ra, rb in zip(hists[False], hists[True]):
+    for ra, rb in zip(hists[False], hists[True], strict=True):
         for key in ("val_loss", "val_reconstruction", "val_kl", "val_nelbo"):
             assert abs(ra[key] - rb[key]) <= 1e-12 * abs(ra[key]), (key, ra, rb)
 

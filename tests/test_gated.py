@@ -48,7 +48,7 @@ def test_gated_backward_matches_reference(dtype, n, d, seed):
     g = R.sigmoid(rng.standard_normal((n, d)) * 3).astype(dtype)
     da, ds, db, dc = (np.empty((n, d), dtype), np.empty((n, d), dtype), np.empty(d, dtype), np.empty(d, dtype))
     K.gated_backward(dh, a, g, da, ds, db, dc)
-    for got, want in zip((da, ds, db, dc), R.gated_backward(dh, a, g)):
+    for got, want in zip((da, ds, db, dc), R.gated_backward(dh, a, g), strict=True):
         np.testing.assert_allclose(got, want, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * n * 10)
 
 

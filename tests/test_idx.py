@@ -188,7 +188,8 @@ def test_label_file_passed_as_images(tmp_path: Path) -> None:
 
 def test_image_file_passed_as_labels(tmp_path: Path) -> None:
     path = write(tmp_path / "t10k-images-idx3-ubyte", idx_bytes(np.zeros((2, 28, 28), np.uint8)), False)
-    with pytest.raises(DataFileError, match="expected a label file \\(1 dimension\\), got 3-D image data \\(2x28x28\\)"):
+    with pytest.raises(DataFileError,
+                       match="expected a label file \\(1 dimension\\), got 3-D image data \\(2x28x28\\)"):
         check_labels(read_idx(path), path)
 
 

@@ -351,7 +351,7 @@ def assert_same_outputs(a, b, x, eps):
     assert l1 == l2
     for name in g1:
         np.testing.assert_array_equal(g1[name], g2[name])
-    for u, v in zip(a.encode(x), b.encode(x)):
+    for u, v in zip(a.encode(x), b.encode(x), strict=True):
         np.testing.assert_array_equal(u, v)
     np.testing.assert_array_equal(a.decode(eps[0]), b.decode(eps[0]))
     np.testing.assert_array_equal(a.reconstruct(x), b.reconstruct(x))

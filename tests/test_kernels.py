@@ -221,7 +221,8 @@ def test_kernels_keep_nan_visible():
     total = K.bernoulli_nll(logits, np.array([[0.5, 0.5]]), np.empty_like(logits), 1.0, np.empty(2), np.empty(2))
     assert np.isnan(total)
     p = np.zeros(3)
-    sq = K.adam_update(p, np.array([1.0, np.inf, 0.0]), np.zeros(3), np.zeros(3), 1e-3, 0.9, 0.1, 0.999, 0.001, 1000.0, 1e-8)
+    sq = K.adam_update(p, np.array([1.0, np.inf, 0.0]), np.zeros(3), np.zeros(3),
+                       1e-3, 0.9, 0.1, 0.999, 0.001, 1000.0, 1e-8)
     assert not np.isfinite(sq)
 
 

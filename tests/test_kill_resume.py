@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,7 @@ def test_sigkill_at_chosen_points_then_resume_bit_for_bit(tmp_path):
         progress.append((prog["epoch"], prog["batch"]))
         assert prog["checkpoint_every"] == 1  # resumed children keep saving every batch
     assert during_write == sum(WHERE[i % len(WHERE)] == "write" for i in range(KILLS)) == 7
-    assert all(a < b for a, b in zip(progress, progress[1:])), f"progress did not strictly advance: {progress}"
+    assert all(a < b for a, b in pairwise(progress)), f"progress did not strictly advance: {progress}"
 
     finished = start(str(ckpt), "free", str(tmp_path / "resumed.npz"))
     out, err = finished.communicate(timeout=300)

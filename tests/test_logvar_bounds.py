@@ -137,7 +137,8 @@ def test_bounded_full_loss_gradient_every_entry(likelihood, layer, objective):
 
     def same_side(key, i, step):
         now = raw_logvar(vae, x)
-        assert np.array_equal(np.sign(now - LO) + np.sign(now - HI), side), f"{key}{list(i)} moved a logvar across a bound"
+        assert np.array_equal(np.sign(now - LO) + np.sign(now - HI), side), \
+            f"{key}{list(i)} moved a logvar across a bound"
 
     worst, n = entry_gradcheck(vae, x, eps, at_each_point=same_side)
     assert n == vae.n_params and worst <= RTOL

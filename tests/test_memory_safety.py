@@ -39,7 +39,8 @@ def run_child(body: str) -> str:
     """Run ``body`` after :data:`PRELUDE` in a fresh interpreter; return its stdout, asserting a clean exit."""
     code = PRELUDE + textwrap.dedent(body)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, f"child exited with status {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr[-3000:]}"
+    assert r.returncode == 0, \
+        f"child exited with status {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr[-3000:]}"
     return r.stdout
 
 

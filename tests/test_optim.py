@@ -133,7 +133,8 @@ def test_step_checks_types_dtypes_and_layout_before_any_update():
     p = {"a": np.zeros(2), "b": np.zeros(3)}
     with pytest.raises(TypeError, match=r"grads\['a'\] must be a NumPy array, got list"):
         opt.step(p, {"a": [0.0, 0.0], "b": np.zeros(3)})
-    with pytest.raises(ValueError, match=r"grads\['b'\] must have shape \(3,\) and dtype float64, got \(3,\) and float32"):
+    with pytest.raises(ValueError,
+                       match=r"grads\['b'\] must have shape \(3,\) and dtype float64, got \(3,\) and float32"):
         opt.step(p, {"a": np.zeros(2), "b": np.zeros(3, np.float32)})
     with pytest.raises(TypeError, match=r"params\['a'\] must be a float32 or float64 array, got dtype int64"):
         opt.step({"a": np.zeros(2, np.int64)}, {"a": np.zeros(2, np.int64)})

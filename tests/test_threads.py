@@ -59,7 +59,7 @@ def test_inference_from_many_threads_matches_one_thread_exactly(vae: npvae.VAE, 
     for _ in range(5):
         with ThreadPoolExecutor(THREADS) as pool:
             got = list(pool.map(lambda ix: _flatten(call(vae, ix[1], ix[0])), enumerate(chunks)))
-        wrong = [i for i, (e, g) in enumerate(zip(expected, got))
+        wrong = [i for i, (e, g) in enumerate(zip(expected, got, strict=True))
                  if any(not np.array_equal(a, b) for a, b in zip(e, g, strict=True))]
         assert not wrong, f"{name}: chunks {wrong} differ from the single-threaded result"
 

@@ -139,7 +139,8 @@ def test_a_finite_blow_up_stops_the_run(digits, optimizer):
 
 def test_a_bad_checkpoint_path_is_refused_before_training(digits, tmp_path):
     calls = []
-    with pytest.raises(FileNotFoundError, match=r"checkpoint_path .*missing/run.npz: the folder .*missing does not exist"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"checkpoint_path .*missing/run.npz: the folder .*missing does not exist"):
         npvae.train(small(), digits[:64], epochs=1, batch_size=32, checkpoint_path=tmp_path / "missing" / "run.npz",
                     on_batch=lambda *a: calls.append(a))
     for folder in (tmp_path, f"{tmp_path / 'new'}/"):  # an existing folder, and a name ending in "/"
@@ -150,7 +151,8 @@ def test_a_bad_checkpoint_path_is_refused_before_training(digits, tmp_path):
 
 
 def test_optimizer_class_instead_of_instance_is_a_clear_error(digits):
-    with pytest.raises(TypeError, match=r"optimizer must be an instance such as npvae.Adam\(\), got the class npvae.Adam itself"):
+    with pytest.raises(TypeError,
+                       match=r"optimizer must be an instance such as npvae.Adam\(\), got the class npvae.Adam itself"):
         npvae.train(small(), digits[:64], epochs=1, batch_size=32, optimizer=npvae.Adam)
 
 
@@ -258,7 +260,7 @@ def test_uint8_pixels_with_pixel_scale_train_like_floats(digits):
     floats = raw / np.float32(255)
     h_float = npvae.train(small(seed=2), floats[:300], epochs=2, batch_size=50, x_val=floats[300:])
     h_raw = npvae.train(small(seed=2), raw[:300], epochs=2, batch_size=50, x_val=raw[300:], pixel_scale=1 / 255)
-    for a, b in zip(h_float, h_raw):
+    for a, b in zip(h_float, h_raw, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
 

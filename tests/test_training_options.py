@@ -138,7 +138,7 @@ def test_resume_with_binarization_warmup_and_early_stopping_is_bit_identical(dig
         npvae.train(small(seed=1, beta=1.5), train_x, epochs=5, batch_size=32, seed=5, x_val=val,
                     checkpoint_path=ckpt, on_batch=ctrl_c_at, **options)
     resumed, h_resumed = npvae.resume(ckpt, train_x, x_val=val)  # the options come from the checkpoint
-    assert h_resumed == [{**r, "seconds": s["seconds"]} for r, s in zip(h_straight, h_resumed)]
+    assert h_resumed == [{**r, "seconds": s["seconds"]} for r, s in zip(h_straight, h_resumed, strict=True)]
     assert resumed.beta == straight.beta == 1.5
     for k in straight.params:
         np.testing.assert_array_equal(resumed.params[k], straight.params[k], err_msg=k)

@@ -91,7 +91,7 @@ def check_every_param(vae: npvae.VAE, x: np.ndarray, eps: np.ndarray, rng: np.ra
         if not resolved_only:
             worst = max(worst, res.max_rel_error)
             continue
-        for a, n, z, e in zip(res.analytic, res.numeric, res.noise, res.rel_errors):
+        for a, n, z, e in zip(res.analytic, res.numeric, res.noise, res.rel_errors, strict=True):
             if abs(n) > z / RTOL:
                 worst = max(worst, e)
             else:
@@ -212,7 +212,7 @@ def test_full_loss_gradient_every_entry(likelihood, activation, beta, n_samples,
     assert n_entries == vae.n_params == 105
     scale = ENTRY_NOISE * np.finfo(np.float64).eps * f_max / h / RTOL
     bad, resolved, worst = [], 0, 0.0
-    for (key, i, a), n in zip(analytic, numeric):
+    for (key, i, a), n in zip(analytic, numeric, strict=True):
         if not abs(a - n) <= RTOL * max(abs(n), scale):
             bad.append(f"{key}{list(i)}: analytic {a:.12e}, numeric {n:.12e}")
         if abs(n) > scale:  # the relative bound, entry by entry
@@ -278,7 +278,7 @@ def test_full_loss_gradient_over_shapes(hidden, input_dim, latent, batch, n_samp
 
         def at_each_point():
             assume(all(np.array_equal(np.sign(pre), s)
-                       for pre, s in zip(relu_pre_activations(vae, x, eps), signs)))
+                       for pre, s in zip(relu_pre_activations(vae, x, eps), signs, strict=True)))
     # the claim is the relative error, not gradcheck's "ok" alone (which accepts a disagreement within noise)
     assert check_every_param(vae, x, eps, rng, h=SHAPES_H, at_each_point=at_each_point, resolved_only=True) <= RTOL
 
