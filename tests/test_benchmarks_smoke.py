@@ -131,6 +131,20 @@ def test_bench_epoch_torch_compile_peer() -> None:
     assert _positive(cfg["npvae_over_torch_compile"]) and _positive(cfg["torch_compile_last_train_loss"])
 
 
+# ---------------------------------------------------------------------------- start-up
+def test_bench_startup_sees_the_cache_cold_then_warm() -> None:
+    """In a child with an empty NUMBA_CACHE_DIR the training step is not cached (the CLI then says it compiles);
+    after warm_training it is, and the next process finds it so and loads it faster than the first compiled it."""
+    proc = _run([str(BENCH / "bench_startup.py"), "--quick"], timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (case,) = [d for d in _json_lines(proc.stdout) if d["kind"] == "case"]
+    first, (again,) = case["first"], case["cached"]
+    assert first["cached_before"] is False and first["cached_after"] is True
+    assert again["cached_before"] is True
+    assert _positive(case["first_s"]) and _positive(case["cached_s"]) and case["cached_s"] < case["first_s"]
+    assert "| warm_training |" in proc.stdout
+
+
 # ---------------------------------------------------------------------------- the JAX and torch peers
 @pytest.mark.parametrize("model", ["dense", "gated"])
 def test_jax_peer_starts_at_npvae_loss_and_learns(model: str) -> None:
