@@ -368,8 +368,8 @@ def reparam_kl_forward(ml: np.ndarray, eps: np.ndarray, z: np.ndarray, sigma: np
             s = _exp_any(lv * half)
             sr[c] = s
             total += 0.5 * (np.float64(mu) * mu + np.float64(s) * s - 1.0 - lv)
-        for l in range(n_samples):
-            zr, er = z[l * b + i], eps[l, i]
+        for sample in range(n_samples):
+            zr, er = z[sample * b + i], eps[sample, i]
             for c in range(k):
                 zr[c] = mr[c] + sr[c] * er[c]
     return total
@@ -408,8 +408,8 @@ def reparam_kl_backward(dz: np.ndarray, eps: np.ndarray, ml: np.ndarray, sigma: 
             s = sr[c]
             dr[c] = kl_scale * mr[c]
             dr[k + c] = kl_scale * half * (s * s - one)
-        for l in range(n_samples):
-            dzr, er = dz[l * b + i], eps[l, i]
+        for sample in range(n_samples):
+            dzr, er = dz[sample * b + i], eps[sample, i]
             for c in range(k):
                 g = dzr[c]
                 dr[c] += g
@@ -558,7 +558,7 @@ def sum_squares(a: np.ndarray) -> float:
 sum_squares = jit(sum_squares)
 
 
-def gather_rows(src: np.ndarray, idx: np.ndarray, scale: float, out: np.ndarray) -> None:
+def gather_rows(src: np.ndarray, idx: np.ndarray, scale: float | np.floating, out: np.ndarray) -> None:
     """``out[i] = src[idx[i]] * scale``: one shuffled minibatch, in the model's dtype.
 
     ``src`` is the training set, float (``scale`` 1) or uint8 pixels (``scale``
@@ -666,8 +666,8 @@ def reparam_kl_forward_bounded(ml: np.ndarray, eps: np.ndarray, z: np.ndarray, s
             s = _exp_any(lv * half)
             sr[c] = s
             total += 0.5 * (np.float64(mu) * mu + np.float64(s) * s - 1.0 - lv)
-        for l in range(n_samples):
-            zr, er = z[l * b + i], eps[l, i]
+        for sample in range(n_samples):
+            zr, er = z[sample * b + i], eps[sample, i]
             for c in range(k):
                 zr[c] = mr[c] + sr[c] * er[c]
     return total
@@ -696,8 +696,8 @@ def reparam_kl_backward_bounded(dz: np.ndarray, eps: np.ndarray, ml: np.ndarray,
             s = sr[c]
             dr[c] = kl_scale * mr[c]
             dr[k + c] = kl_scale * half * (s * s - one)
-        for l in range(n_samples):
-            dzr, er = dz[l * b + i], eps[l, i]
+        for sample in range(n_samples):
+            dzr, er = dz[sample * b + i], eps[sample, i]
             for c in range(k):
                 g = dzr[c]
                 dr[c] += g
@@ -711,7 +711,7 @@ def reparam_kl_backward_bounded(dz: np.ndarray, eps: np.ndarray, ml: np.ndarray,
 reparam_kl_backward_bounded = jit(reparam_kl_backward_bounded)
 
 
-# ---------------------------------------------------------------------------- importance-weighted bound, Eqs. (IW1), (IW2)
+# ------------------------------------------------------------------------ importance-weighted bound, Eqs. (IW1), (IW2)
 
 
 def iwae_latent_forward(ml: np.ndarray, eps: np.ndarray, z: np.ndarray, sigma: np.ndarray, logr: np.ndarray,
@@ -742,8 +742,8 @@ def iwae_latent_forward(ml: np.ndarray, eps: np.ndarray, z: np.ndarray, sigma: n
             lv = min(max(mr[k + c], lo), hi)
             sr[c] = _exp_any(lv * half)
             lv_sum += lv
-        for l in range(n_samples):
-            zr, er = z[l * b + i], eps[l, i]
+        for sample in range(n_samples):
+            zr, er = z[sample * b + i], eps[sample, i]
             acc = 0.0
             for c in range(k):
                 zv = mr[c] + sr[c] * er[c]
@@ -751,7 +751,7 @@ def iwae_latent_forward(ml: np.ndarray, eps: np.ndarray, z: np.ndarray, sigma: n
                 e64 = np.float64(er[c])
                 z64 = np.float64(zv)
                 acc += e64 * e64 - z64 * z64
-            logr[l * b + i] = 0.5 * (acc + lv_sum)
+            logr[sample * b + i] = 0.5 * (acc + lv_sum)
 
 
 iwae_latent_forward = jit(iwae_latent_forward)
@@ -843,20 +843,20 @@ def iwae_weights(logr: np.ndarray, nll: np.ndarray, nll_scale: float, nll_const:
     total = 0.0
     for i in range(b):
         m = -np.inf
-        for l in range(n_samples):
-            r = l * b + i
+        for sample in range(n_samples):
+            r = sample * b + i
             v = logr[r] - (nll_scale * nll[r] + nll_const)
             wt[r] = v
             m = max(m, v)
         s = 0.0
-        for l in range(n_samples):
-            r = l * b + i
+        for sample in range(n_samples):
+            r = sample * b + i
             e = math.exp(wt[r] - m)
             wt[r] = e
             s += e
         inv = 1.0 / s
-        for l in range(n_samples):
-            wt[l * b + i] *= inv
+        for sample in range(n_samples):
+            wt[sample * b + i] *= inv
         total += m + math.log(s)
     return total - b * math.log(n_samples)
 
@@ -919,9 +919,9 @@ def iwae_latent_backward(dz: np.ndarray, eps: np.ndarray, ml: np.ndarray, sigma:
         for c in range(k):
             dr[c] = zero
             dr[k + c] = zero
-        for l in range(n_samples):
-            r = l * b + i
-            dzr, zr, er = dz[r], z[r], eps[l, i]
+        for sample in range(n_samples):
+            r = sample * b + i
+            dzr, zr, er = dz[r], z[r], eps[sample, i]
             w = ml.dtype.type(wt[r]) * inv_b
             for c in range(k):
                 g = dzr[c] + w * zr[c]

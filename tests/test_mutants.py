@@ -68,8 +68,9 @@ MUTANTS = [
            "dr[k + c] += g * er[c] * sr[c] * half", "dr[k + c] += g * sr[c] * half",
            (EVERY_ENTRY,), "dz/dlogvar = eps * sigma / 2: the eps forgotten"),
     Mutant("every-sample-uses-the-first-noise", "kernels.py", "reparam_kl_forward",
-           "zr, er = z[l * b + i], eps[l, i]", "zr, er = z[l * b + i], eps[0, i]",
-           (EVERY_ENTRY,), "forward draws z from eps[0] for every sample l, backward uses eps[l]: invisible with L = 1"),
+           "zr, er = z[sample * b + i], eps[sample, i]", "zr, er = z[sample * b + i], eps[0, i]",
+           (EVERY_ENTRY,),
+           "forward draws z from eps[0] for every sample l, backward uses eps[l]: invisible with L = 1"),
     Mutant("tanh-derivative-wrong", "kernels.py", "act_backward",
            "s = one - v * v", "s = one - v",
            (EVERY_ENTRY,), "tanh' = 1 - y^2 written as 1 - y"),
@@ -137,7 +138,8 @@ def _line_index(text: str, mutant: Mutant) -> int:
     """Where ``mutant.old`` is in ``text``: exactly once in the top-level def or class ``mutant.within``."""
     lines = text.split("\n")
     starts = [i for i, ln in enumerate(lines) if re.match(rf"(def|class) {re.escape(mutant.within)}\b", ln)]
-    assert len(starts) == 1, f"{mutant.name}: top-level {mutant.within!r} found {len(starts)} times in npvae/{mutant.file}"
+    assert len(starts) == 1, \
+        f"{mutant.name}: top-level {mutant.within!r} found {len(starts)} times in npvae/{mutant.file}"
     end = next((i for i in range(starts[0] + 1, len(lines)) if lines[i][:1] not in ("", " ", "\t", ")")),
                len(lines))
     hits = [i for i in range(starts[0], end) if lines[i].strip() == mutant.old]
@@ -188,7 +190,8 @@ def _run_one(snapshot: Path, mutant: Mutant | None, targets: tuple[str, ...]) ->
 def results(request, snapshot) -> dict[str | None, Run]:
     """Every selected mutant's run and the unmutated copy's (key None), two at a time."""
     wanted = {item.callspec.params["name"] for item in request.session.items
-              if getattr(item, "originalname", None) == "test_mutant_is_caught" and item.module is sys.modules[__name__]}
+              if getattr(item, "originalname", None) == "test_mutant_is_caught"
+              and item.module is sys.modules[__name__]}
     jobs: list[tuple[str | None, Mutant | None, tuple[str, ...]]] = [(None, None, ALL_TARGETS)]
     order = [n for n in SLOW_FIRST if n in BY_NAME] + [n for n in BY_NAME if n not in SLOW_FIRST]
     jobs += [(name, BY_NAME[name], BY_NAME[name].targets) for name in order if name in wanted]
