@@ -90,12 +90,11 @@ def training_cached(vae: Any, x: np.ndarray, optimizer: Any = None, clip_norm: f
     compile (about 10-20 s; see :func:`warm_training`); ``None`` that it
     cannot tell (Numba's JIT disabled, or its internals changed).
     """
-    import numba
-
     from . import kernels
+    from ._jit import jit_disabled
     from .optim import Adam
 
-    if numba.config.DISABLE_JIT:
+    if jit_disabled():
         return None
     optimizer = Adam() if optimizer is None else optimizer
     dt = vae.dtype
