@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import time
+import types
 from typing import Any
 
 import numpy as np
@@ -241,8 +242,16 @@ class TorchPeer:
         def loss(xb: Any, eps: Any) -> Any:
             return torch_loss(torch, model, arch, xb, eps)
 
-        # one graph per batch size (the short last batch is the second), compiled in the warm-up
-        self.loss = torch.compile(loss, dynamic=False) if compiled else loss
+        if compiled:
+            # Dynamo keeps its compiled graphs on the function's code object, at most 8 by default
+            # (torch._dynamo.config.recompile_limit), past which it silently runs the function eagerly.
+            # Every peer's `loss` shares one code object, so each peer gets a copy of its own: two
+            # graphs each (the full batch and the short last one), both compiled in the warm-up.
+            own = types.FunctionType(loss.__code__.replace(), loss.__globals__, f"loss_{id(self):x}", None,
+                                     loss.__closure__)
+            self.loss = torch.compile(own, dynamic=False)
+        else:
+            self.loss = loss
 
     def train_step(self, xb: np.ndarray) -> float:
         torch = self.torch
