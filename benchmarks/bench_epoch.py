@@ -234,7 +234,8 @@ class Floor:
     def products_per_step(self) -> int:
         return sum(2 * m for _, _, m in self.layers) + sum(m for _, _, m in self.layers[1:])
 
-    def epoch(self, n: int | None = None) -> float:
+    def epoch(self, n: int | None = None, forward_only: bool = False) -> float:
+        """Seconds for the products of an epoch of ``n`` examples (default all); the forward ones alone if asked."""
         mm = np.matmul
         layers, M, G = self.layers, self.M, self.G
         nl = len(layers)
@@ -250,7 +251,7 @@ class Floor:
             for li in range(nl):
                 for j in range(layers[li][2]):
                     mm(inputs[li], M[li][j], out=out[li][j])
-            for li in range(nl - 1, -1, -1):
+            for li in range(-1 if forward_only else nl - 1, -1, -1):
                 for j in range(layers[li][2]):
                     mm(inputs[li].T, d[li], out=G[li][j])
                     if li:

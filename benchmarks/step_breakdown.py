@@ -20,6 +20,17 @@ four kinds of epoch alternating, medians over ``--epochs`` rounds:
   the cores by npvae itself. It is printed beside the breakdown of the
   layer path, which it rearranges.
 
+* where the fused step applies, five more, to say where *its* time above
+  the floor goes: ``fused_direct`` (a :class:`npvae.fused.FusedStep` on
+  ``--threads`` parts called in a loop, as train() calls it, on a second
+  model), ``fused_1core`` (the same with ``parts=1``: one core does it all,
+  BLAS on one thread), ``fused_forward`` (its forward pass and loss alone:
+  ``FusedStep.evaluate_terms`` in batches of 128), ``floor_forward`` (the
+  floor's four forward products alone) and ``floor_1thread`` (the floor
+  with BLAS on one thread). ``fused_detail`` in the JSON splits the fused
+  step's excess over the floor into the forward pass and loss, and the
+  backward pass and update, and gives what the cores buy each of them.
+
 From the medians, per step:
 
 * ``products``: npvae's matrix products, and their excess over the floor
@@ -144,6 +155,25 @@ def noise_alone(dtype: np.dtype, repeats: int = 2000) -> float:
     return statistics.median(times)
 
 
+def fused_epoch(step: Any, x: np.ndarray, seed: int) -> float:
+    """Seconds for an epoch of ``step`` (a :class:`npvae.fused.FusedStep`) called directly, as train() calls it."""
+    perm = np.random.default_rng([0, seed]).permutation(x.shape[0])
+    rng = np.random.default_rng(seed)
+    one = x.dtype.type(1)
+    with step.one_blas_thread():
+        t0 = time.perf_counter()
+        for start in range(0, x.shape[0], BATCH):
+            step(x, perm[start:start + BATCH], one, rng)
+        return time.perf_counter() - t0
+
+
+def fused_forward_epoch(step: Any, x: np.ndarray) -> float:
+    """Seconds for the fused step's forward pass and loss alone over ``x`` in batches (its evaluation mode)."""
+    t0 = time.perf_counter()
+    step.evaluate_terms(x, chunk=BATCH)
+    return time.perf_counter() - t0
+
+
 def breakdown(x: np.ndarray, rounds: int, threads: int) -> dict[str, Any]:
     """Per-step medians (ms) of the floor, npvae, the instrumented pieces, and the bounds."""
     n_steps = -(-x.shape[0] // BATCH)
@@ -154,9 +184,23 @@ def breakdown(x: np.ndarray, rounds: int, threads: int) -> dict[str, Any]:
     runs: dict[str, list[float]] = collections.defaultdict(list)
     pieces: dict[str, list[float]] = collections.defaultdict(list)
     kinds = ["floor", "npvae", "instrumented", "fused"]
+    from npvae import fused as _fused
+
+    # the fused step, in detail: on 1 core (parts=1) and on `threads`, its forward pass alone, and the floor's
+    # products on one BLAS thread and forward only; a second model so the first's training is left as it was
+    vae2, opt2 = npvae.VAE(INPUT, (HIDDEN,), LATENT, seed=0, dtype=dtype), npvae.Adam(lr=1e-3)
+    with _common.limit_threads(threads):
+        fused_ok = _fused.unsupported(vae2, opt2, None) is None
+    if fused_ok:
+        steps = {1: _fused.FusedStep(vae2, opt2, parts=1), threads: _fused.FusedStep(vae2, opt2, parts=threads)}
+        kinds += ["fused_direct", "fused_1core", "fused_forward", "floor_forward", "floor_1thread"]
     with _common.limit_threads(threads):
         npvae.train(vae, x[:3 * BATCH + x.shape[0] % BATCH], epochs=1, batch_size=BATCH, optimizer=opt, seed=10_000)
         floor.epoch(3 * BATCH)
+        if fused_ok:
+            for st in steps.values():
+                fused_epoch(st, x[:3 * BATCH + x.shape[0] % BATCH], 10_000)
+                fused_forward_epoch(st, x[:3 * BATCH + x.shape[0] % BATCH])
         for r in range(rounds):
             for kind in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:
                 time.sleep(SETTLE)  # threads the previous epoch left spinning (OpenBLAS's ~0.1 s) stop first
@@ -167,6 +211,17 @@ def breakdown(x: np.ndarray, rounds: int, threads: int) -> dict[str, Any]:
                                           fused=False)[0]["seconds"]
                 elif kind == "fused":
                     seconds = npvae.train(vae, x, epochs=1, batch_size=BATCH, optimizer=opt, seed=r)[0]["seconds"]
+                elif kind == "fused_direct":
+                    seconds = fused_epoch(steps[threads], x, r)
+                elif kind == "fused_1core":
+                    seconds = fused_epoch(steps[1], x, r)
+                elif kind == "fused_forward":
+                    seconds = fused_forward_epoch(steps[threads], x)
+                elif kind == "floor_forward":
+                    seconds = floor.epoch(forward_only=True)
+                elif kind == "floor_1thread":
+                    with _common.limit_threads(1):
+                        seconds = floor.epoch()
                 else:
                     acc: dict[str, float] = collections.defaultdict(float)
                     with instrumented(opt, acc):
@@ -192,7 +247,20 @@ def breakdown(x: np.ndarray, rounds: int, threads: int) -> dict[str, Any]:
             "rest_ms": rest, "noise_alone_ms": noise_alone(dtype) * 1e3,
             "bound_serial_ms": serial, "bound_serial_over_floor": serial / f,
             "bound_split_ms": split, "bound_split_over_floor": split / f,
+            "fused_detail": fused_detail(med, threads) if fused_ok else None,
             "runs_ms": dict(runs)}
+
+
+def fused_detail(med: dict[str, float], threads: int) -> dict[str, float]:
+    """Where the fused step's time above the floor goes: the forward half and the rest, and what the cores give."""
+    f, ff = med["floor"], med["floor_forward"]
+    fused, fwd = med["fused_direct"], med["fused_forward"]
+    return {"fused_direct_ms": fused, "fused_in_train_ms": med["fused"], "fused_1core_ms": med["fused_1core"],
+            "fused_forward_ms": fwd, "floor_forward_ms": ff, "floor_1thread_ms": med["floor_1thread"],
+            "excess_ms": fused - f, "forward_excess_ms": fwd - ff,
+            "backward_update_excess_ms": (fused - fwd) - (f - ff),
+            "fused_speedup": med["fused_1core"] / fused, "floor_speedup": med["floor_1thread"] / f,
+            "fused_1core_excess_ms": med["fused_1core"] - med["floor_1thread"], "threads": threads}
 
 
 def report(b: dict[str, Any]) -> str:
@@ -209,6 +277,17 @@ def report(b: dict[str, Any]) -> str:
              ("  the noise draw, alone", b["noise_alone_ms"])]
     out = ["| per step | ms | x floor |", "| --- | ---: | ---: |"]
     out += [f"| {label} | {ms:.3f} | {ms / b['floor_ms']:.2f} |" for label, ms in rows]
+    d = b.get("fused_detail")
+    if d:
+        out += ["", "the fused step (called directly, as train() calls it), per step:",
+                f"  {d['fused_direct_ms']:.3f} ms on {d['threads']} cores (in train(): {d['fused_in_train_ms']:.3f}), "
+                f"{d['fused_1core_ms']:.3f} ms on 1: x{d['fused_speedup']:.2f} from the cores "
+                f"(the floor's products: x{d['floor_speedup']:.2f}, {d['floor_1thread_ms']:.3f} ms on 1 thread)",
+                f"  above the floor: {d['excess_ms']:+.3f} ms = forward pass and loss "
+                f"{d['forward_excess_ms']:+.3f} ({d['fused_forward_ms']:.3f} against the forward products' "
+                f"{d['floor_forward_ms']:.3f}) + backward pass and update {d['backward_update_excess_ms']:+.3f}",
+                f"  on 1 core, above the floor's products on 1 thread: {d['fused_1core_excess_ms']:+.3f} ms "
+                "(the work around the products, unsplit)"]
     out += ["",
             f"products above the floor's: {b['products_excess_ms']:+.3f} ms a step",
             f"bound, products at floor speed, the rest serial: {b['bound_serial_ms']:.3f} ms = "

@@ -305,6 +305,11 @@ def test_step_breakdown_runs_and_adds_up() -> None:
     assert b["bound_split_ms"] == pytest.approx(
         b["floor_ms"] + b["rest_ms"] + (b["optimizer_ms"] + b["kernels_ms"]) / 2, rel=1e-12)
     assert b["bound_split_ms"] < b["bound_serial_ms"]
+    d = b["fused_detail"]
+    if d is not None:  # the fused step applies here: its time above the floor, split in two
+        assert d["excess_ms"] == pytest.approx(d["forward_excess_ms"] + d["backward_update_excess_ms"], rel=1e-9)
+        for key in ("fused_direct_ms", "fused_1core_ms", "fused_forward_ms", "floor_forward_ms", "floor_1thread_ms"):
+            assert _positive(d[key]), (key, d[key])
     assert "x floor" in proc.stdout.splitlines()[-1]
 
 
