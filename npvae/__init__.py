@@ -41,8 +41,8 @@ _LAZY = {
     "log_likelihood": ("evaluation", "log_likelihood"),
     "diagnostics": ("evaluation", "diagnostics"),
 }
-_SUBMODULES = {"datasets", "idx", "download", "progress", "plots", "fdcheck", "kernels", "reference", "layers", "optim",
-               "vae", "checkpoint", "errors", "fused", "training"}
+_SUBMODULES = {"datasets", "progress", "plots", "fdcheck", "kernels", "reference", "layers", "optim",
+               "vae", "checkpoint", "errors", "fused", "training", "evaluation", "cli"}
 
 __all__ = sorted(_LAZY) + sorted(_SUBMODULES)
 

@@ -10,7 +10,7 @@ width, following resizes), and nothing at all when stderr is not a terminal
 (a pipe, a file, CI), where only the epoch lines are written.
 
 :class:`ProgressBar` is a thin wrapper kept for the downloads
-(:mod:`npvae.download`) and for code that used it: same constructor, same
+(:mod:`npvae.datasets.download`) and for code that used it: same constructor, same
 methods, now drawn by tqdm (so, unlike the hand-written bar it replaces, it
 writes nothing when its output is not a terminal).
 """

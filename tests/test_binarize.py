@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from npvae import datasets
+from npvae.datasets import binarization as datasets
 from npvae.datasets import binarize
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npvae import datasets
 from npvae.datasets import DATASETS, load_fashion_mnist, load_mnist, load_mnist_5k
-from npvae.download import verify_file
+from npvae.datasets import loaders as datasets  # the module with the search and the private helpers
+from npvae.datasets.download import verify_file
+from npvae.datasets.idx import read_idx
 from npvae.errors import ChecksumError, DataFileError, DataNotFoundError
-from npvae.idx import read_idx
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_mnist = pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason=f"real MNIST files not found in {SHARED}")

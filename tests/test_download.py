@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from npvae.datasets import DATASETS, download_dataset, load_fashion_mnist, load_mnist
-from npvae.download import DownloadError, download_file, mirrors_from_env, verify_file
+from npvae.datasets.download import DownloadError, download_file, mirrors_from_env, verify_file
 from npvae.errors import ChecksumError, DataFileError, DataNotFoundError
 from npvae.progress import ProgressBar
 

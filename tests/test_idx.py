@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from npvae.datasets.idx import IDX_DTYPES, check_counts, check_gzip, check_images, check_labels, read_idx
 from npvae.errors import DataFileError
-from npvae.idx import IDX_DTYPES, check_counts, check_gzip, check_images, check_labels, read_idx
 
 
 def idx_bytes(array: np.ndarray, code: int = 0x08) -> bytes:

@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
+from npvae.datasets.idx import IDX_DTYPES, read_idx
 from npvae.errors import DataFileError
-from npvae.idx import IDX_DTYPES, read_idx
 
 PEAK_LIMIT = 4 * 2**20
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])

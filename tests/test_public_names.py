@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -118,10 +119,17 @@ def test_plain_pip_install_holds_every_module_and_the_names_work(tmp_path):
 
     deps = {str(Path(m.__file__).resolve().parents[1]) for m in (numpy, numba)}
     (Path(site) / "_npvae_test_deps.pth").write_text("\n".join(sorted(deps)) + "\n")
-    proc = subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(ROOT)],
+    # from a copy of what a clean clone holds: an in-tree build/ folder left by an earlier install would put
+    # its stale modules into the wheel
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(PACKAGE, source / "npvae", ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
+    proc = subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(source)],
                           capture_output=True, text=True, timeout=600)
     if proc.returncode != 0 and "setuptools" in proc.stderr:
-        proc = subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", str(ROOT)],
+        proc = subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", str(source)],
                               capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     installed = Path(site) / "npvae"

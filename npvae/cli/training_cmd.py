@@ -39,7 +39,7 @@ import numpy as np
 import npvae
 import npvae.datasets
 from npvae.datasets import DATASETS, FASHION_MNIST_CLASSES
-from npvae.download import mirrors_from_env
+from npvae.datasets.download import mirrors_from_env
 from npvae.errors import CheckpointError, DataFileError
 from npvae.progress import TrainingProgress, format_record
 

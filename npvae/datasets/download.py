@@ -20,8 +20,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from npvae._atomic import atomic_writer
+from npvae.datasets.idx import GZIP_MAGIC
 from npvae.errors import ChecksumError, DataFileError
-from npvae.idx import GZIP_MAGIC
 from npvae.progress import ProgressBar
 
 _CHUNK = 1 << 20
