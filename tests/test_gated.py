@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _entry_check import entry_gradcheck
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -140,38 +141,6 @@ def gated_model(likelihood="bernoulli", *, beta=1.0, n_samples=1, sigma_dec=1.0,
         if k.endswith(".b") or k.endswith(".c"):
             p[...] = rng.uniform(0.05, 0.3, p.shape) * rng.choice([-1, 1], p.shape)
     return vae, rng.random((3, 5)), rng.standard_normal((n_samples, 3, 2))
-
-
-def entry_gradcheck(vae, x, eps, *, h=1e-3, at_each_point=None):
-    """Every entry of every gradient of loss_and_grads against its own extrapolated central difference.
-
-    As test_vae_gradients.test_full_loss_gradient_every_entry: ``|a - n| <= RTOL * max(|n|, scale)``, with
-    ``scale`` the derivative the differences cannot resolve to RTOL (12 eps_machine max|f| / h / RTOL), and
-    at least 75% of the entries resolved (held to RTOL relative). Returns (worst resolved error, entries).
-    """
-    loss, grads = vae.loss_and_grads(x, eps)
-    assert grads.keys() == vae.params.keys()
-    f_max, rows = abs(loss), []
-    for key, p in vae.params.items():
-        assert grads[key].shape == p.shape and np.all(np.isfinite(grads[key])), key
-        for i in np.ndindex(p.shape):
-            orig, vals = p[i], []
-            for step in (h, -h, 2 * h, -2 * h):
-                p[i] = orig + step
-                vals.append(vae.loss_and_grads(x, eps)[0])
-                if at_each_point is not None:
-                    at_each_point(key, i, step)
-            p[i] = orig
-            f_max = max(f_max, *map(abs, vals))
-            d_h, d_2h = (vals[0] - vals[1]) / (2 * h), (vals[2] - vals[3]) / (4 * h)
-            rows.append((key, i, float(grads[key][i]), (4 * d_h - d_2h) / 3))
-    scale = 12.0 * np.finfo(np.float64).eps * f_max / h / RTOL
-    bad = [f"{k}{list(i)}: analytic {a:.12e}, numeric {n:.12e}" for k, i, a, n in rows
-           if not abs(a - n) <= RTOL * max(abs(n), scale)]
-    assert not bad, f"{len(bad)} of {len(rows)} entries off (scale {scale:.2e}):\n" + "\n".join(bad[:20])
-    resolved = [abs(a - n) / abs(n) for _, _, a, n in rows if abs(n) > scale]
-    assert len(resolved) >= 0.75 * len(rows), f"only {len(resolved)} of {len(rows)} entries above {scale:.2e}"
-    return max(resolved), len(rows)
 
 
 def gated_reference_loss(vae, x, eps):

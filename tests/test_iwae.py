@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _entry_check import entry_gradcheck
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -169,30 +170,6 @@ def test_iwae_loss_matches_the_plain_formula(likelihood, layer, activation, k, b
     loss, _ = vae.loss_and_grads(x, eps)
     assert loss == pytest.approx(want, rel=1e-12)
     assert vae.loss_terms(x, eps) == (pytest.approx(want, rel=1e-12), 0.0)
-
-
-def entry_gradcheck(vae, x, eps, *, h=1e-3):
-    """Every entry of every gradient against its own extrapolated central difference (see test_gated.py)."""
-    loss, grads = vae.loss_and_grads(x, eps)
-    assert grads.keys() == vae.params.keys()
-    f_max, rows = abs(loss), []
-    for key, p in vae.params.items():
-        for i in np.ndindex(p.shape):
-            orig, vals = p[i], []
-            for step in (h, -h, 2 * h, -2 * h):
-                p[i] = orig + step
-                vals.append(vae.loss_and_grads(x, eps)[0])
-            p[i] = orig
-            f_max = max(f_max, *map(abs, vals))
-            d_h, d_2h = (vals[0] - vals[1]) / (2 * h), (vals[2] - vals[3]) / (4 * h)
-            rows.append((key, i, float(grads[key][i]), (4 * d_h - d_2h) / 3))
-    scale = 12.0 * np.finfo(np.float64).eps * f_max / h / RTOL
-    bad = [f"{k}{list(i)}: analytic {a:.12e}, numeric {n:.12e}" for k, i, a, n in rows
-           if not abs(a - n) <= RTOL * max(abs(n), scale)]
-    assert not bad, f"{len(bad)} of {len(rows)} entries off (scale {scale:.2e}):\n" + "\n".join(bad[:20])
-    resolved = [abs(a - n) / abs(n) for _, _, a, n in rows if abs(n) > scale]
-    assert len(resolved) >= 0.75 * len(rows), f"only {len(resolved)} of {len(rows)} entries above {scale:.2e}"
-    return max(resolved), len(rows)
 
 
 GRAD_CASES = [("bernoulli", "dense", "tanh", 1), ("bernoulli", "dense", "softplus", 4),
