@@ -275,7 +275,7 @@ class VAE:
         """Give parameter ``name`` and its gradient new arrays, in the layer and in both mappings.
 
         Internal (for code that lays the parameters out in memory itself, as
-        benchmarks/shared_pool.py does); the arrays must have the old shape and
+        the prototype benchmarks/shared_pool.py did, last in commit eb4e49b); the arrays must have the old shape and
         dtype and be C-contiguous. An optimizer already bound to the old arrays
         will refuse the new ones: reset it.
         """
