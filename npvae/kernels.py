@@ -231,6 +231,30 @@ LOGVAR_MAX = 30.0
 _CHUNK = 128  # columns per running product in bernoulli_nll: at most 2**128, far from float64's limit
 
 
+def _log1p_sum(t: np.ndarray, p: int) -> float:
+    """``sum(log(1 + t[:p]))`` for ``t`` in [0, 1], as the logs of float64 running products of ``_CHUNK`` factors.
+
+    One log per 128 columns instead of one per column; each product is at most
+    2**128. The softplus term of the Bernoulli log-likelihood (Eq. (B1)),
+    with ``t = exp(-|l|)``.
+    """
+    logs = 0.0
+    n_chunks = p // _CHUNK
+    for c in range(n_chunks):
+        base = c * _CHUNK
+        prod = 1.0
+        for j in range(_CHUNK):  # a constant trip count: LLVM vectorizes this product, not a variable one
+            prod *= 1.0 + np.float64(t[base + j])
+        logs += math.log(prod)
+    prod = 1.0
+    for j in range(n_chunks * _CHUNK, p):
+        prod *= 1.0 + np.float64(t[j])
+    return logs + math.log(prod)
+
+
+_log1p_sum = jit(_log1p_sum)
+
+
 def bernoulli_nll(logits: np.ndarray, x: np.ndarray, dlogits: np.ndarray, scale: float, db: np.ndarray,
                   tmp: np.ndarray) -> float:
     r"""Bernoulli negative log-likelihood with logits, its gradient and bias gradient, in one pass.
@@ -770,7 +794,6 @@ def bernoulli_nll_rows(logits: np.ndarray, x: np.ndarray, dlogits: np.ndarray, n
     bx = x.shape[0]
     zero = logits.dtype.type(0)
     one = logits.dtype.type(1)
-    n_chunks = p // _CHUNK
     for r in range(n):
         lr, xr, dr = logits[r], x[r % bx], dlogits[r]
         row = zero
@@ -778,17 +801,7 @@ def bernoulli_nll_rows(logits: np.ndarray, x: np.ndarray, dlogits: np.ndarray, n
             lv = lr[j]
             tmp[j] = _exp_nonpositive_any(-abs(lv))
             row += max(lv, zero) - xr[j] * lv
-        logs = 0.0
-        for c in range(n_chunks):
-            base = c * _CHUNK
-            prod = 1.0
-            for j in range(_CHUNK):
-                prod *= 1.0 + np.float64(tmp[base + j])
-            logs += math.log(prod)
-        prod = 1.0
-        for j in range(n_chunks * _CHUNK, p):
-            prod *= 1.0 + np.float64(tmp[j])
-        logs += math.log(prod)
+        logs = _log1p_sum(tmp, p)
         for j in range(p):
             t = tmp[j]
             s = one / (one + t)

@@ -20,16 +20,13 @@ dtype of the decoder's output (docs/derivation.md, Eq. (L1)).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import prange
 
 from .._jit import jit
-from ..kernels import _exp_nonpositive, _exp_nonpositive_any
+from ..kernels import _exp_nonpositive, _exp_nonpositive_any, _log1p_sum
 
 BERNOULLI, GAUSSIAN = 0, 1
-_CHUNK = 128  # columns per running product of (1 + exp(-|l|)): at most 2**128, far from float64's limit
 
 
 def draw_codes(mu: np.ndarray, sigma: np.ndarray, half_logvar_sum: np.ndarray, eps: np.ndarray,
@@ -81,8 +78,7 @@ def _bernoulli_row(lr: np.ndarray, xr: np.ndarray, tmp: np.ndarray) -> float:
 
     ``softplus(l) = max(l, 0) + log1p(exp(-|l|))`` (Eq. (B1)); ``exp(-|l|)`` is
     computed in the logits' precision into ``tmp`` (vectorized), and the sum
-    of the ``log1p`` terms is the log of a float64 running product (one log
-    per 128 columns), as :func:`npvae.kernels.bernoulli_nll` does.
+    of the ``log1p`` terms comes from :func:`npvae.kernels._log1p_sum`.
     """
     p = lr.shape[0]
     row = 0.0
@@ -91,19 +87,7 @@ def _bernoulli_row(lr: np.ndarray, xr: np.ndarray, tmp: np.ndarray) -> float:
         tmp[j] = _exp_nonpositive_any(-abs(lv))
         l64 = np.float64(lv)
         row += np.float64(xr[j]) * l64 - max(l64, 0.0)
-    logs = 0.0
-    n_chunks = p // _CHUNK
-    for c in range(n_chunks):
-        base = c * _CHUNK
-        prod = 1.0
-        for j in range(_CHUNK):  # a constant trip count: LLVM vectorizes this product
-            prod *= 1.0 + np.float64(tmp[base + j])
-        logs += math.log(prod)
-    prod = 1.0
-    for j in range(n_chunks * _CHUNK, p):
-        prod *= 1.0 + np.float64(tmp[j])
-    logs += math.log(prod)
-    return row - logs
+    return row - _log1p_sum(tmp, p)
 
 
 _bernoulli_row = jit(_bernoulli_row)
