@@ -85,9 +85,9 @@ def training_cached(vae: Any, x: np.ndarray, optimizer: Any = None, clip_norm: f
 
     A cheap guess from the cache's index files (no compiling, no loading):
     the fused step for this model's dtype and ``x``'s when train() would take
-    it, otherwise the layer path's dense kernels and Adam's for the model's
-    dtype. ``False`` means the first training step on this machine will
-    compile (about 10-20 s; see :func:`warm_training`); ``None`` that it
+    it, otherwise the layer path's kernels for the model's layers, logvar
+    bounds or objective, and Adam's, for the model's dtype. ``False`` means
+    the first training step on this machine will compile (about 10-20 s; see :func:`warm_training`); ``None`` that it
     cannot tell (Numba's JIT disabled, or its internals changed).
     """
     from . import kernels
@@ -105,43 +105,93 @@ def training_cached(vae: Any, x: np.ndarray, optimizer: Any = None, clip_norm: f
     checks = [_has(_cached_signatures(kernels.adam_update), (0, dt))]
     if getattr(vae, "layer", "dense") == "dense":
         checks.append(_has(_cached_signatures(kernels.bias_act_forward), (0, dt)))
+    else:
+        checks.append(_has(_cached_signatures(kernels.gated_forward), (0, dt)))
+    if getattr(vae, "objective", "elbo") == "iwae":
+        checks.append(_has(_cached_signatures(kernels.iwae_latent_forward), (0, dt)))
+    elif getattr(vae, "logvar_bounds", None) is not None:
+        checks.append(_has(_cached_signatures(kernels.reparam_kl_forward_bounded), (0, dt)))
     if None in checks:
         return None
     return all(checks)
 
 
+#: What :func:`warm_training` has already compiled or loaded in this process (see :func:`_warm_key`).
+_WARMED: set[tuple] = set()
+
+
+def _warm_key(cfg: dict, fused: bool, *kinds_of_data: Any) -> tuple:
+    """What decides which machine code a training run needs: the model's options but its sizes, the path,
+    the data's dtypes and the optimizer's kind (Numba compiles one version per combination of argument
+    types)."""
+    kinds = tuple(sorted((k, repr(v)) for k, v in cfg.items()
+                         if k not in ("hidden_dims", "latent_dim", "input_dim", "seed", "beta", "sigma_dec")))
+    return (kinds, len(cfg["hidden_dims"]), fused, *(str(d) for d in kinds_of_data))
+
+
 def warm_training(vae: Any, x: np.ndarray, optimizer: Any = None, clip_norm: float | None = None,
-                  scale: Any = None) -> float:
+                  scale: Any = None, *, fused: bool | None = None, binarized: bool = False,
+                  x_val: np.ndarray | None = None) -> float:
     """Compile (or load from Numba's cache) what ``npvae.train(vae, x, ...)`` will run, and only that.
 
     A throwaway model of the same kind (the same layers, likelihood, dtype and
     options; hidden layers 8 wide, 2 latent dimensions) takes one step and an
-    evaluation on the first rows of ``x``, on the path train() will take
-    (the fused step, for ``x``'s dtype, where it applies; else the layer
-    path). ``vae`` itself is not touched. Training after it starts with its
-    kernels ready, so its first epoch's time is the epoch's alone. Compiles
-    one version of each kernel, where :func:`warmup` compiles all of them.
-    Returns the seconds it took.
+    evaluation on the first rows of ``x`` (and of ``x_val``), on the path
+    train() will take: the fused step where ``fused`` is true (``None``:
+    where it applies), for ``x``'s dtype, or for the model's when
+    ``binarized`` (the batches are then gathered and binarized before the
+    step); else the layer path, with the kind of optimizer given. ``vae``,
+    ``optimizer`` and every Generator of the caller are not touched.
+    :func:`npvae.train` calls this before its first epoch's clock starts, so
+    that epoch's time is the epoch's alone; what one process has warmed
+    once is not warmed again. Compiles one version of each kernel, where
+    :func:`warmup` compiles all of them. Returns the seconds it took.
     """
-    from .optim import Adam
+    from .optim import SGD, Adam
     from .vae import VAE
 
     t0 = time.perf_counter()
     optimizer = Adam() if optimizer is None else optimizer
     cfg = vae.config() | {"hidden_dims": [8] * len(vae.hidden_dims), "latent_dim": 2, "seed": 0}
-    tmp = VAE(**cfg)
-    rows = np.ascontiguousarray(x[:4])
-    xf = rows.astype(tmp.dtype) * (1 if scale is None else tmp.dtype.type(scale))
-    if cfg.get("layer", "dense") != "dense" or not _fused_applies(tmp, Adam(), clip_norm):
-        tmp.loss_and_grads(xf)
-        Adam().step(tmp.params, tmp.grads)
-        tmp.evaluate(xf)
+    if fused is None:
+        fused = cfg.get("layer", "dense") == "dense" and _fused_applies(vae, optimizer, clip_norm)
+    src_dtype = np.dtype(vae.dtype) if binarized else x.dtype
+    key = _warm_key(cfg, bool(fused), src_dtype, None if x_val is None else x_val.dtype,
+                    None if fused else type(optimizer).__name__)
+    if key in _WARMED:
         return time.perf_counter() - t0
-    from . import fused
+    tmp = VAE(**cfg)
+    s = tmp.dtype.type(1 if scale is None else scale)
 
-    step = fused.FusedStep(tmp, Adam())
+    def rows_of(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raw = np.ascontiguousarray(a[:4])
+        return raw, (raw.astype(tmp.dtype) * s if raw.dtype == np.uint8 else raw.astype(tmp.dtype))
+
+    raw, xf = rows_of(x)
+    from . import kernels
+
+    kernels.gather_rows(raw, np.arange(raw.shape[0]), s, np.empty_like(xf))  # the layer path's batches
+    if not fused:
+        tmp.loss_and_grads(xf)
+        if clip_norm is not None:  # train()'s gradient clipping
+            g = next(iter(tmp.grads.values())).reshape(-1)
+            kernels.sum_squares(g)
+            kernels.scale_inplace(g, g.dtype.type(1))
+        (SGD(0.1, 0.9) if isinstance(optimizer, SGD) else Adam()).step(tmp.params, tmp.grads)
+        tmp.evaluate(xf)
+        if x_val is not None:
+            tmp.evaluate(rows_of(x_val)[1])
+        _WARMED.add(key)
+        return time.perf_counter() - t0
+    from . import fused as _fused
+
+    step = _fused.FusedStep(tmp, Adam())
+    src = xf if binarized else raw
     with step.one_blas_thread():
-        step(rows, np.arange(rows.shape[0]), tmp.dtype.type(1 if scale is None else scale), np.random.default_rng(0))
-    step.evaluate_terms(rows, scale)
-    tmp.evaluate(xf)  # the layer path's evaluation, which train() may still use (e.g. for x_val's last chunk)
+        step(src, np.arange(src.shape[0]), tmp.dtype.type(1) if binarized else s, np.random.default_rng(0))
+    step.evaluate_terms(raw, scale)
+    if x_val is not None:
+        step.evaluate_terms(np.ascontiguousarray(x_val[:4]), scale)
+    tmp.evaluate(xf)  # the layer path's evaluation, which other calls (vae.evaluate) use
+    _WARMED.add(key)
     return time.perf_counter() - t0

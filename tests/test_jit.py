@@ -117,3 +117,65 @@ def test_warmup_compiles_everything_training_uses():
     proc = run(WARMUP_THEN_TRAIN)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout
+
+
+COMPILES_DURING_EPOCHS = """
+import json, time, numpy as np, npvae
+from numba.core import event
+
+compiles = []
+
+
+class Compiles(event.Listener):
+    def on_start(self, ev):
+        pass
+
+    def on_end(self, ev):
+        compiles.append(time.perf_counter())
+
+
+event.register("numba:compile", Compiles())
+pixels = np.random.default_rng(0).integers(0, 256, (300, 784), dtype=np.uint8)
+floats = (pixels / 255).astype(np.float64)
+runs = {
+    "fused, uint8, x_val": (npvae.VAE(784, (32,), 4, seed=0), pixels,
+                            dict(pixel_scale=1 / 255, x_val=pixels[:50], progress=True)),
+    "layer, SGD, clip_norm, float64": (npvae.VAE(784, (32,), 4, dtype=np.float64, seed=0), floats,
+                                       dict(optimizer=npvae.SGD(0.01, 0.9), clip_norm=1.0, x_val=floats[:50])),
+    "gated, bounded, dynamic binarization": (npvae.VAE(784, (16, 16), 4, layer="gated", logvar_bounds=(-6, 2),
+                                                       seed=0), pixels,
+                                             dict(pixel_scale=1 / 255, binarize="dynamic", progress=True)),
+}
+out = {}
+for name, (vae, x, options) in runs.items():
+    ends = []
+    before = len(compiles)
+    history = npvae.train(vae, x, epochs=2, batch_size=100, on_epoch=lambda r: ends.append(time.perf_counter()),
+                          **options)
+    start = ends[0] - history[0]["seconds"]  # earlier than the clock's start: stricter
+    out[name] = {"compiles": len(compiles) - before, "after_the_clock": sum(t > start for t in compiles)}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_train_compiles_before_its_first_epochs_clock(tmp_path):
+    """On a new machine (an empty NUMBA_CACHE_DIR), ``npvae.train`` compiles what it needs before the
+    first epoch's clock starts: no compile happens during any epoch or its validation, so ``seconds`` is
+    the epoch's alone (issue #16). With ``progress=True`` it says it is compiling, once per run that
+    compiles. Three paths: the fused step on uint8 pixels with validation, the layer path with SGD and
+    clipping in float64, and a gated model with dynamic binarization.
+
+    The compile events are Numba's own (``numba:compile``: fired for compiling, not for loading from the
+    cache), so the test fails if anything the run calls is left to compile inside an epoch.
+    """
+    cache = tmp_path / "numba_cache"
+    cache.mkdir()
+    proc = run(COMPILES_DURING_EPOCHS, NUMBA_CACHE_DIR=str(cache))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, counts in result.items():
+        assert counts["compiles"] > 0, (name, counts)  # the cache was empty: this run had to compile
+        assert counts["after_the_clock"] == 0, (name, counts)
+    said = [line for line in proc.stderr.splitlines() if "compiling the training kernels" in line]
+    assert len(said) == 2, proc.stderr[-3000:]

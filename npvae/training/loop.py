@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -277,6 +278,9 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
 
     if stopped_early is not None:  # the checkpoint's run had stopped early: nothing more to train
         start_epoch = epochs + 1
+    else:
+        _compile_before_the_clock(vae, x_train, optimizer, clip_norm, scale, fused_step is not None,
+                                  binarize is not None, x_val, progress)
     # non-finite values are detected below and reported as TrainingDivergedError
     with DeferredInterrupt() as interrupt, np.errstate(over="ignore", invalid="ignore"), \
             _restore_beta(vae, beta_target if kl_warmup else None), bar:
@@ -339,6 +343,20 @@ def train(vae: VAE, x_train: np.ndarray, epochs: int = 10, batch_size: int = 128
     if stopper is not None and stopper.best_epoch:
         stopper.restore(vae.params)  # the model leaves with its best epoch's parameters
     return history
+
+
+def _compile_before_the_clock(vae: VAE, x: np.ndarray, optimizer: Any, clip_norm: float | None,
+                              scale: np.floating | None, fused: bool, binarized: bool, x_val: np.ndarray | None,
+                              progress: bool) -> None:
+    """Compile (once per machine) or load from Numba's cache the kernels this run needs, before the first
+    epoch's clock starts, so that no epoch's ``seconds`` counts compiling; with ``progress``, say so when
+    the kernels are not cached yet (a first run on this machine waits 10-20 s here)."""
+    from .. import _warmup
+
+    if progress and _warmup.training_cached(vae, x, optimizer, clip_norm) is False:
+        print("npvae: compiling the training kernels for this machine (once: Numba caches them on disk)",
+              file=sys.stderr, flush=True)
+    _warmup.warm_training(vae, x, optimizer, clip_norm, scale, fused=fused, binarized=binarized, x_val=x_val)
 
 
 @contextlib.contextmanager
