@@ -128,7 +128,14 @@ def load(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None, np.nd
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    x_train, x_val, x_test, test_name = load(args)
+    try:
+        x_train, x_val, x_test, test_name = load(args)
+    except npvae.errors.DataNotFoundError as exc:  # one line, exit 2, as for any other bad command line
+        lines = str(exc).splitlines()
+        searched = [line.strip() for line in lines[1:] if line.startswith("    ")]
+        print(f"reproduce_fashion_mnist.py: error: {lines[0]} {', '.join(searched)}; pass --data DIR, the folder "
+              "holding the IDX .gz files", file=sys.stderr)
+        return 2
     ckpt = args.out / "checkpoint.npz"
     start = time.perf_counter()
     budget_hit = []

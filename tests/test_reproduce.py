@@ -40,3 +40,16 @@ def test_a_budgeted_run_resumed_equals_an_uninterrupted_one(tmp_path):
     ha, hb = (json.loads((d / "history.json").read_text()) for d in (straight, budget))
     assert [r["val_nelbo"] for r in ha] == [r["val_nelbo"] for r in hb]
     assert a["test_log_likelihood"] > -a["test_negative_elbo"] - 1.0  # the k = 20 bound, near or above the ELBO
+
+
+def test_missing_data_is_one_line_and_exit_2(tmp_path):
+    """Data that is not where --data says: one line naming what is missing and where it looked, exit 2, no
+    traceback (MNIST's loader would try a download first: the empty folder makes it fail fast here too)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--dataset", "fashion-mnist", "--data", str(empty),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not found in" in lines[0] and str(empty) in lines[0] and "--data" in lines[0], lines
