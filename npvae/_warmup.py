@@ -192,6 +192,5 @@ def warm_training(vae: Any, x: np.ndarray, optimizer: Any = None, clip_norm: flo
     step.evaluate_terms(raw, scale)
     if x_val is not None:
         step.evaluate_terms(np.ascontiguousarray(x_val[:4]), scale)
-    tmp.evaluate(xf)  # the layer path's evaluation, which other calls (vae.evaluate) use
     _WARMED.add(key)
     return time.perf_counter() - t0
