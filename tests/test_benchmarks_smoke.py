@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import statistics
 import subprocess
 import sys
 import zlib
@@ -83,8 +84,12 @@ def test_bench_epoch_quick() -> None:
         if peers:
             assert d["fastest_peer"] == min(peers, key=peers.__getitem__)
             assert d["npvae_over_fastest_peer"] == pytest.approx(d["npvae_s"] / min(peers.values()))
+            one_repeat = d["npvae_runs_s"][0] / d[f"{d['fastest_peer']}_runs_s"][0]  # the paired ratio is its ratio
+            assert d["npvae_over_fastest_peer_paired"] == pytest.approx(one_repeat)
         else:
             assert d["fastest_peer"] is None and d["npvae_over_fastest_peer"] is None
+            assert d["npvae_over_fastest_peer_paired"] is None
+        assert d["npvae_over_floor_paired"] == pytest.approx(d["npvae_runs_s"][0] / d["floor_runs_s"][0])
         if not has_torch:
             assert d["torch_s"] is None
         if not jax_timed:
@@ -99,6 +104,31 @@ def test_bench_epoch_quick() -> None:
         assert _positive(rss[k]), (k, rss)
     assert rss["peak_rss_mb"] >= rss["baseline_mb"]
     assert "| varies | batch |" in proc.stdout and "headline" in proc.stdout
+
+
+def test_bench_epoch_pairs_each_repeat_and_checks_the_goals_on_the_pairs() -> None:
+    """A host that slows down between repeats moves every median, but not the ratio within a repeat."""
+    import types
+
+    import bench_epoch as E
+
+    runs = {"npvae": [1.0, 2.0, 1.9], "floor": [0.9, 1.8, 1.7], "jax": [1.5, 2.9, 2.7]}
+    paired = E.Runners.paired_ratio(types.SimpleNamespace(runs=runs), "npvae", "jax")
+    assert paired == pytest.approx(statistics.median([1.0 / 1.5, 2.0 / 2.9, 1.9 / 2.7]))
+    assert paired != pytest.approx(statistics.median(runs["npvae"]) / statistics.median(runs["jax"]))
+    assert E.Runners.paired_ratio(types.SimpleNamespace(runs={"npvae": [1.0], "jax": []}), "npvae", "jax") is None
+
+    def rec(name: str, default: bool, floor: float, peer: float | None) -> dict:
+        return {"name": name, "default": default, "npvae_over_floor_paired": floor,
+                "fastest_peer": "jax" if peer is not None else None, "npvae_over_fastest_peer_paired": peer}
+
+    text = E.headline([rec("d", True, 1.10, 0.70), rec("b32", False, 2.0, 1.07), rec("t1", False, 1.2, None)])
+    assert "PASS: default configuration: npvae/floor 1.10 (goal <= 1.15)" in text
+    assert "PASS: default configuration: npvae/fastest peer (jax) 0.70 (goal <= 0.75)" in text
+    assert "FAIL: npvae faster than every peer in 1 of 2 configurations (goal: all); not in: b32 (jax 1.07)" in text
+    text = E.headline([rec("d", True, 1.16, 0.76)])
+    assert "FAIL: default configuration: npvae/floor 1.16" in text
+    assert "FAIL: default configuration: npvae/fastest peer (jax) 0.76" in text
 
 
 def test_bench_epoch_without_torch() -> None:
