@@ -55,6 +55,15 @@ IDENTITY = kernels.ACTIVATIONS["identity"]
 _BERNOULLI, _GAUSSIAN = 0, 1
 _FINITE = 1.0e300  # ``abs(v) <= _FINITE`` is False for inf and NaN, and survives fast-math
 
+#: Pieces of a training step that ``ints[7]`` of :func:`fused_step` leaves out (bits, any combination), so
+#: that ``benchmarks/fused_pieces.py`` can time each piece by its absence, inside the step, with the caches
+#: as the rest of the step leaves them. A step with a piece left out is no training step; npvae passes 0.
+SKIP_INPUT_GRADIENTS = 1  #: the products ``dY[li] W[li]^T`` of the backward pass
+SKIP_BACKWARD_KERNELS = 2  #: activation backward, and the reparameterization and KL backward
+SKIP_WEIGHT_GRADIENTS = 4  #: the products ``dW = x^T dY``
+SKIP_WEIGHT_UPDATE = 8  #: Adam's update of the weight matrices (the biases' stays)
+SKIP_SECOND_PHASE = 16  #: everything after the backward pass: weight gradients and every update
+
 
 @intrinsic
 def call_gemm(typingctx: Any, addr: Any, order: Any, ta: Any, tb: Any, m: Any, n: Any, k: Any, alpha: Any,
@@ -147,7 +156,8 @@ def fused_step(gemm: int, src: np.ndarray, idx: np.ndarray, gather_scale: float,
     bytes per element, 1 if the BLAS takes 64-bit sizes, 1 for a training
     step (0: the forward pass and the loss only, for evaluation: ``sums``
     gets the likelihood and KL sums, nothing else is written but the
-    workspaces, and only ``dY[n - 1]`` of ``dY`` is used). ``reals``: alpha,
+    workspaces, and only ``dY[n - 1]`` of ``dY`` is used), and the pieces
+    to leave out (the ``SKIP_*`` bits; 0 but for timing). ``reals``: alpha,
     the loss kernel's scale, the KL scale (beta / B). ``adam``:
     :func:`npvae.optim.adam_kernel_args` for this step. On return ``sums``
     holds the likelihood kernel's sum over the batch, the summed KL,
@@ -156,7 +166,7 @@ def fused_step(gemm: int, src: np.ndarray, idx: np.ndarray, gather_scale: float,
     last values.
     """
     n_hidden, kind, likelihood, parts, f, wide = ints[0], ints[1], ints[2], ints[3], ints[4], ints[5] != 0
-    train = ints[6] != 0
+    train, skip = ints[6] != 0, ints[7]
     alpha, loss_scale, kl_scale = reals[0], reals[1], reals[2]
     n = len(Ws)
     head, first_dec = n_hidden, n_hidden + 1
@@ -186,8 +196,11 @@ def fused_step(gemm: int, src: np.ndarray, idx: np.ndarray, gather_scale: float,
                 break
             d_in, d_out = Ws[li].shape
             below = dz if li == first_dec else dY[li - 1]
-            _gemm(gemm, wide, False, True, m, d_in, d_out, dY[li].ctypes.data + r0 * d_out * f, d_out,
-                  Ws[li].ctypes.data, d_out, below.ctypes.data + r0 * d_in * f, d_in, one, zero)
+            if not skip & SKIP_INPUT_GRADIENTS:
+                _gemm(gemm, wide, False, True, m, d_in, d_out, dY[li].ctypes.data + r0 * d_out * f, d_out,
+                      Ws[li].ctypes.data, d_out, below.ctypes.data + r0 * d_in * f, d_in, one, zero)
+            if skip & SKIP_BACKWARD_KERNELS:
+                continue
             if li == first_dec:
                 kernels.reparam_kl_backward(dz[r0:r1], eps[:, r0:r1], Y[head][r0:r1], sigma[r0:r1],
                                             dY[head][r0:r1], dbpart[i, head, :2 * d_in], kl_scale)
@@ -199,7 +212,7 @@ def fused_step(gemm: int, src: np.ndarray, idx: np.ndarray, gather_scale: float,
         lik += part_lik[i]
         kl += part_kl[i]
     sums[0], sums[1], sums[2], sums[3] = lik, kl, 0.0, 0.0
-    if not train or not abs(lik + kl) <= _FINITE:
+    if not train or not abs(lik + kl) <= _FINITE or skip & SKIP_SECOND_PHASE:
         return
     for i in prange(parts):
         sq = 0.0
@@ -207,8 +220,11 @@ def fused_step(gemm: int, src: np.ndarray, idx: np.ndarray, gather_scale: float,
             inp = xb if li == 0 else (z if li == first_dec else Y[li - 1])
             d_in, d_out = Ws[li].shape
             c0, c1 = i * d_in // parts, (i + 1) * d_in // parts
-            _gemm(gemm, wide, True, False, c1 - c0, d_out, b, inp.ctypes.data + c0 * f, d_in, dY[li].ctypes.data, d_out,
-                  dWs[li].ctypes.data + c0 * d_out * f, d_out, one, zero)
+            if not skip & SKIP_WEIGHT_GRADIENTS:
+                _gemm(gemm, wide, True, False, c1 - c0, d_out, b, inp.ctypes.data + c0 * f, d_in, dY[li].ctypes.data,
+                      d_out, dWs[li].ctypes.data + c0 * d_out * f, d_out, one, zero)
+            if skip & SKIP_WEIGHT_UPDATE:
+                continue
             sq += kernels.adam_update(_flat_rows(Ws[li], c0, c1), _flat_rows(dWs[li], c0, c1),
                                       mW[li][c0 * d_out:c1 * d_out], vW[li][c0 * d_out:c1 * d_out],
                                       adam[0], adam[1], adam[2], adam[3], adam[4], adam[5], adam[6])
@@ -322,7 +338,7 @@ class FusedStep:
         kind = hidden[0]._kind if hidden else IDENTITY
         alpha = hidden[0]._alpha if hidden else 0.0
         self.ints = np.array([len(vae.hidden_dims), kind, _likelihood_code(vae), self.parts, vae.dtype.itemsize,
-                              blas.wide, 1], np.int64)
+                              blas.wide, 1, 0], np.int64)
         self.eval_ints = self.ints.copy()  # the same, for the loss alone (evaluate_terms)
         self.eval_ints[6] = 0
         # alpha, then the loss kernel's scale and the KL's (beta / B), written at every call

@@ -131,6 +131,23 @@ def test_bench_epoch_pairs_each_repeat_and_checks_the_goals_on_the_pairs() -> No
     assert "FAIL: default configuration: npvae/fastest peer (jax) 0.76" in text
 
 
+def test_fused_pieces_times_every_variant_and_reports_each_piece() -> None:
+    proc = _run([str(BENCH / "fused_pieces.py"), "--quick", "--examples", "512", "--random-data"])
+    if proc.returncode == 2 and "does not run here" in proc.stderr:
+        pytest.skip(proc.stderr.strip())
+    assert proc.returncode == 0, proc.stderr
+    (d,) = [x for x in _json_lines(proc.stdout) if x["kind"] == "fused_pieces"]
+    import fused_pieces as FP
+
+    assert set(d["runs_ms"]) == set(FP.VARIANTS) | set(FP.FLOORS)
+    assert all(len(v) == 2 and all(_positive(t) for t in v) for v in d["runs_ms"].values())
+    assert set(d["piece_ms"]) == set(FP.VARIANTS) - {"whole"}
+    whole, runs = d["runs_ms"]["whole"], d["runs_ms"]
+    for k, cost in d["piece_ms"].items():  # a piece's cost is the median of its paired differences
+        assert cost == pytest.approx(float(np.median([w - v for w, v in zip(whole, runs[k], strict=True)])))
+    assert d["blas_kernel"] and "| the whole fused step |" in proc.stdout
+
+
 def test_bench_epoch_without_torch() -> None:
     proc = _run([str(BENCH / "bench_epoch.py"), "--quick", "--examples", "256", "--random-data", "--no-rss",
                  "--configs", "b128-h400-float32-t1"], env={"NPVAE_BENCH_NO_TORCH": "1"})

@@ -294,6 +294,49 @@ def test_a_non_finite_loss_changes_nothing() -> None:
             np.testing.assert_array_equal(opt.state[k][s], state[k][s])
 
 
+def _one_step_with(skip: int) -> tuple[dict, dict, fused.FusedStep]:
+    """The parameters before and after one fused step with the pieces ``skip`` left out, and the step."""
+    vae = make()
+    step = fused.FusedStep(vae, npvae.Adam(), parts=2)
+    assert step.ints[7] == 0  # what every training step passes
+    for w in step.dWs:
+        w[...] = 7.0  # sentinels: a weight-gradient product overwrites them
+    for i in range(len(step.widths)):
+        step._workspaces(10)[1][i][...] = 7.0
+    step._workspaces(10)[3][...] = 7.0
+    before = {k: p.copy() for k, p in vae.params.items()}
+    step.ints[7] = skip
+    with step.one_blas_thread():
+        loss, _ = step(data(), np.arange(10), np.float64(1), np.random.default_rng(0))
+    assert np.isfinite(loss)
+    return before, {k: p.copy() for k, p in vae.params.items()}, step
+
+
+def test_the_skip_bits_leave_out_what_benchmarks_fused_pieces_says_they_do() -> None:
+    """benchmarks/fused_pieces.py times each piece by its absence: each bit must take out that piece alone."""
+    changed = lambda b, a, k: not np.array_equal(b[k], a[k])  # noqa: E731
+    weights = [k for k in make().params if k.endswith(".W")]
+    biases = [k for k in make().params if k.endswith(".b")]
+    b, a, step = _one_step_with(0)
+    assert all(changed(b, a, k) for k in weights + biases)
+    assert not np.any(step._workspaces(10)[3] == 7.0)  # dz, the input gradient of the decoder's first layer
+    b, a, step = _one_step_with(fused.SKIP_WEIGHT_UPDATE)
+    assert not any(changed(b, a, k) for k in weights) and all(changed(b, a, k) for k in biases)
+    assert not any(np.any(w == 7.0) for w in step.dWs)  # the weight gradients were still computed
+    b, a, step = _one_step_with(fused.SKIP_SECOND_PHASE)
+    assert not any(changed(b, a, k) for k in weights + biases)
+    assert all(np.all(w == 7.0) for w in step.dWs)
+    b, a, step = _one_step_with(fused.SKIP_WEIGHT_GRADIENTS)
+    assert all(np.all(w == 7.0) for w in step.dWs) and all(changed(b, a, k) for k in weights)
+    b, a, step = _one_step_with(fused.SKIP_INPUT_GRADIENTS)
+    assert np.all(step._workspaces(10)[3] == 7.0)  # dz never written
+    b, a, step = _one_step_with(fused.SKIP_BACKWARD_KERNELS)
+    dY = step._workspaces(10)[1]
+    head = len(make().hidden_dims)  # the layer index of [mu | logvar]
+    assert np.all(dY[head] == 7.0)  # the head's gradient comes from the reparameterization backward alone
+    assert not np.any(step._workspaces(10)[3] == 7.0)  # while the products into dz still ran
+
+
 # ---------------------------------------------------------------------------- through npvae.train
 @pytest.fixture
 def two_threads():
