@@ -46,13 +46,26 @@ def removed() -> str | None:
     return os.environ.get(REMOVED) or None
 
 
+def cpu() -> str | None:
+    """The CPU's model name, family and model from ``/proc/cpuinfo`` (None where there is none): the
+    machines these benchmarks run on change between sessions, and with them every figure."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+    except OSError:
+        return None
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    name = fields.get("model name")
+    return f"{name} (family {fields.get('cpu family')}, model {fields.get('model')})" if name else None
+
+
 def describe() -> dict:
-    """The BLAS as threadpoolctl reports it (after NumPy is loaded), and the variables removed or kept."""
+    """The CPU, the BLAS as threadpoolctl reports it (after NumPy is loaded), and the variables removed or kept."""
     from threadpoolctl import threadpool_info
 
     blas = [d for d in threadpool_info() if d.get("user_api") == "blas"]
     kept = {k: os.environ[k] for k in FORCED if k in os.environ}
-    return {"blas_kernel": ",".join(str(d.get("architecture")) for d in blas) or None,
+    return {"cpu": cpu(), "blas_kernel": ",".join(str(d.get("architecture")) for d in blas) or None,
             "blas": [f"{d.get('internal_api')} {d.get('version')} ({d.get('architecture')}, "
                      f"{d.get('num_threads')} threads)" for d in blas],
             "blas_env_removed": removed(), "blas_env_kept": kept or None}

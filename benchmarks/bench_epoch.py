@@ -602,6 +602,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if args.quick:
         print("QUICK run: the numbers below are not meaningful")
+    print(f"CPU: {blas_kernel['cpu'] or 'unknown'}; BLAS: {', '.join(blas_kernel['blas']) or 'unknown'}")
+    print()
     print(markdown_table(records, source, n, args.repeats, rss,
                          {"torch": torch.__version__ if torch else None, "jax": jax.__version__ if jax else None}))
     print()

@@ -14,14 +14,16 @@ gradients, the four weight gradients), BLAS on ``--threads`` threads as in
 
 Default configuration (784-400-20, ReLU, Bernoulli, batch 128, float32,
 Adam), Fashion-MNIST training images (uniform random data when they are not
-found). Every variant runs in blocks of ``--steps`` steps (30); a round runs
-one block of each variant, in a shuffled order, after ``--settle`` seconds
-(0.1) of idling; the figure of a block is the median of its steps' times.
-Each block starts from the same parameters and Adam state (restored, not
-timed), so that a step with a piece left out cannot drift anywhere the
-whole step would not go. A piece's cost is the median over ``--rounds``
-rounds (40) of (whole step - step without it) in the same round: on a host
-whose speed drifts over minutes, differences taken seconds apart are
+found). Every variant runs in blocks of ``--steps`` steps (30); the
+figure of a block is the median of its steps' times. Each block starts
+from the same parameters and Adam state (restored, not timed), so that a
+step with a piece left out cannot drift anywhere the whole step would not
+go. A round takes the variants in a shuffled order, each as a pair of
+blocks back to back, the whole step's and the variant's (in alternating
+order), after ``--settle`` seconds (0.1) of idling, and each group of the
+floor's products once. A piece's cost is the median over ``--rounds``
+rounds (40) of (whole step - step without it) within its pair: on a host
+whose speed drifts, differences taken a tenth of a second apart are
 steadier than differences of medians.
 
     python benchmarks/fused_pieces.py                  # 40 rounds of 30 steps per variant
@@ -153,32 +155,35 @@ class Pieces:
         return statistics.median(times)
 
 
-def measure(x: np.ndarray, rounds: int, steps: int, threads: int, settle: float) -> dict[str, list[float]]:
-    """``rounds`` rounds of one block of every variant and floor group, in a shuffled order; seconds a step."""
+def measure(x: np.ndarray, rounds: int, steps: int, threads: int, settle: float) -> dict[str, Any]:
+    """``rounds`` rounds; in each, every variant in a shuffled order as a pair of blocks, the whole step's
+    and the variant's, back to back (in alternating order), and every floor group once. Seconds a step."""
     pieces = Pieces(x, threads)
-    names = list(VARIANTS) + list(FLOORS)
-    runs: dict[str, list[float]] = {k: [] for k in names}
+    variants = [k for k in VARIANTS if k != "whole"]
+    runs: dict[str, list[float]] = {k: [] for k in list(VARIANTS) + list(FLOORS)}
+    diffs: dict[str, list[float]] = {k: [] for k in variants}
     order_rng = np.random.default_rng(0)
     for r in range(rounds):
-        for k in order_rng.permutation(names):
+        for j, k in enumerate(order_rng.permutation(variants + list(FLOORS))):
             time.sleep(settle)
-            runs[k].append(pieces.floor_block(FLOORS[k], steps) if k in FLOORS
-                           else pieces.fused_block(VARIANTS[k][0], steps, start=r * 7919))
+            if k in FLOORS:
+                runs[k].append(pieces.floor_block(FLOORS[k], steps))
+                continue
+            pair = ("whole", k) if (r + j) % 2 == 0 else (k, "whole")
+            t = {v: pieces.fused_block(VARIANTS[v][0], steps, start=r * 7919 + j) for v in pair}
+            runs["whole"].append(t["whole"])
+            runs[k].append(t[k])
+            diffs[k].append(t["whole"] - t[k])
         print(f"[fused_pieces] round {r + 1}/{rounds}", file=sys.stderr, flush=True)
-    return runs
+    return {"runs": runs, "diffs": diffs}
 
 
-def summarize(runs: dict[str, list[float]]) -> dict[str, Any]:
-    """Medians in ms a step, and each piece's cost as the median of its paired differences with the whole."""
+def summarize(m: dict[str, Any]) -> dict[str, Any]:
+    """Medians in ms a step, and each piece's cost: the median of (whole - without) over its pairs."""
+    runs, diffs = m["runs"], m["diffs"]
     ms = {k: statistics.median(v) * 1e3 for k, v in runs.items()}
-    whole = runs["whole"]
-
-    def paired(name: str) -> float:
-        return statistics.median(w - v for w, v in zip(whole, runs[name], strict=True)) * 1e3
-
-    cost = {k: paired(k) for k in VARIANTS if k != "whole"}
-    return {"median_ms": ms, "piece_ms": cost,
-            "whole_over_floor_paired": statistics.median(w / f for w, f in zip(whole, runs["floor"], strict=True))}
+    cost = {k: statistics.median(v) * 1e3 for k, v in diffs.items()}
+    return {"median_ms": ms, "piece_ms": cost, "whole_over_floor": ms["whole"] / ms["floor"]}
 
 
 def report(s: dict[str, Any], threads: int, source: str, rounds: int, steps: int) -> str:
@@ -198,7 +203,8 @@ def report(s: dict[str, Any], threads: int, source: str, rounds: int, steps: int
     for k in ("no_input_gradients", "no_backward_kernels", "no_weight_gradients", "no_weight_update",
               "no_second_phase"):
         lines.append(f"|   {VARIANTS[k][1]} (whole - without) | {cost[k]:.3f} | {cost[k] / floor:.2f} |")
-    lines += ["", f"whole fused step / floor, paired by round: {s['whole_over_floor_paired']:.2f}"]
+    lines += ["", "A piece's cost is the median of (whole step - step without it) over pairs of blocks run back to "
+                  "back."]
     return "\n".join(lines)
 
 
@@ -231,11 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     if why is not None:
         print(f"fused_pieces.py: the fused step does not run here: {why}", file=sys.stderr)
         return 2
-    runs = measure(x, rounds, steps, a.threads, settle)
-    s = summarize(runs)
+    m = measure(x, rounds, steps, a.threads, settle)
+    s = summarize(m)
     print(json.dumps({"kind": "fused_pieces", "threads": a.threads, "rounds": rounds, "steps": steps,
                       "examples": int(x.shape[0]), "data": source, **blas, **s,
-                      "runs_ms": {k: [v * 1e3 for v in r] for k, r in runs.items()}}))
+                      "runs_ms": {k: [v * 1e3 for v in r] for k, r in m["runs"].items()},
+                      "diffs_ms": {k: [v * 1e3 for v in r] for k, r in m["diffs"].items()}}))
     print()
     if a.quick:
         print("QUICK run: the numbers below are not meaningful")

@@ -104,6 +104,7 @@ def test_bench_epoch_quick() -> None:
         assert _positive(rss[k]), (k, rss)
     assert rss["peak_rss_mb"] >= rss["baseline_mb"]
     assert "| varies | batch |" in proc.stdout and "headline" in proc.stdout
+    assert "cpu" in lines[0] and "CPU: " in proc.stdout  # the machine the figures belong to
 
 
 def test_bench_epoch_pairs_each_repeat_and_checks_the_goals_on_the_pairs() -> None:
@@ -139,12 +140,15 @@ def test_fused_pieces_times_every_variant_and_reports_each_piece() -> None:
     (d,) = [x for x in _json_lines(proc.stdout) if x["kind"] == "fused_pieces"]
     import fused_pieces as FP
 
-    assert set(d["runs_ms"]) == set(FP.VARIANTS) | set(FP.FLOORS)
-    assert all(len(v) == 2 and all(_positive(t) for t in v) for v in d["runs_ms"].values())
-    assert set(d["piece_ms"]) == set(FP.VARIANTS) - {"whole"}
-    whole, runs = d["runs_ms"]["whole"], d["runs_ms"]
-    for k, cost in d["piece_ms"].items():  # a piece's cost is the median of its paired differences
-        assert cost == pytest.approx(float(np.median([w - v for w, v in zip(whole, runs[k], strict=True)])))
+    runs, diffs, pieces = d["runs_ms"], d["diffs_ms"], set(FP.VARIANTS) - {"whole"}
+    assert set(runs) == set(FP.VARIANTS) | set(FP.FLOORS) and set(diffs) == set(d["piece_ms"]) == pieces
+    assert len(runs["whole"]) == 2 * len(pieces)  # 2 rounds: one whole block beside each variant's
+    assert all(len(runs[k]) == 2 for k in runs if k != "whole")
+    assert all(_positive(t) for v in runs.values() for t in v)
+    for k, cost in d["piece_ms"].items():  # a piece's cost: the median of (whole - without) over its pairs
+        assert cost == pytest.approx(float(np.median(diffs[k])))
+        for without, diff in zip(runs[k], diffs[k], strict=True):
+            assert min(abs(w - without - diff) for w in runs["whole"]) < 1e-9
     assert d["blas_kernel"] and "| the whole fused step |" in proc.stdout
 
 
