@@ -10,18 +10,22 @@ of *all* of it, calling the products one core at a time through the ``gemm``
 NumPy itself uses (:mod:`npvae._blas`):
 
 1. **By examples.** Each core gathers its rows of the minibatch and runs
-   them through the whole forward pass, the loss, the KL and the backward
-   pass down to every layer's pre-activation gradient ``dpre``. Every row's
+   them through the whole forward pass, the loss and the KL. Every row's
    work is independent of the others'.
-2. **By weight rows.** Each core computes its share of the rows of every
+2. **By columns, then by examples again.** Each core computes its share of
+   the columns of the output layer's input gradient, the widest one, for
+   the whole batch (with the activation's derivative and those columns'
+   bias sums); then each core takes its rows down the rest of the backward
+   pass to every layer's pre-activation gradient ``dpre``.
+3. **By weight rows.** Each core computes its share of the rows of every
    weight gradient, ``dW[c0:c1] = x[:, c0:c1]^T dpre`` over the whole batch
    (so nothing is computed twice or summed), and applies Adam to those rows
    at once, while they are in its cache. The bias gradients (each core's
-   column sums from step 1, added up) and their update follow, serially:
+   column sums from steps 1 and 2, added up) and their update follow, serially:
    they are 0.3% of the parameters.
 
 The arithmetic is the layer path's (the same kernels, and the same
-products split into row blocks; docs/derivation.md, Eq. (E2) says why the
+products split into row and column blocks; docs/derivation.md, Eq. (E2) says why the
 split is exact), so a step agrees with ``VAE._step`` followed by
 ``Adam.step`` to roundoff: the tests hold the two paths to 1e-12 in float64
 over several steps. The noise is drawn from the
@@ -134,10 +138,13 @@ def fused_step(gemm: int, src: np.ndarray, idx: np.ndarray, gather_scale: float,
     r"""One training step of a VAE, split over ``parts`` cores (docs/derivation.md, Eq. (E2)).
 
     Part ``i`` takes rows ``[i B / parts, (i + 1) B / parts)`` of the batch
-    through Eqs. (D1), (R1), (K1), (B1) or (G1) and back to every layer's
-    ``dpre``; then, after all parts are done, rows ``[i d / parts, (i + 1)
-    d / parts)`` of every weight gradient (``d`` its input width),
-    :math:`dW = x^\top \mathrm{dpre}`, and their Adam update (O1).
+    through Eqs. (D1), (R1), (K1), (B1) or (G1); then (with hidden layers)
+    columns ``[i d / parts, (i + 1) d / parts)`` of the output layer's
+    input gradient (``d`` that layer's input width) for the whole batch,
+    and its rows again back to every layer's ``dpre``; then rows ``[i d /
+    parts, (i + 1) d / parts)`` of every weight gradient (``d`` its input
+    width), :math:`dW = x^\top \mathrm{dpre}`, and their Adam update
+    (O1). Each phase starts when every part has finished the one before.
 
     Layers ``0 .. n-1`` run from the input to the output: ``n_hidden``
     encoder layers, the head (``[mu | logvar]``, index ``n_hidden``), the
@@ -191,9 +198,33 @@ def fused_step(gemm: int, src: np.ndarray, idx: np.ndarray, gather_scale: float,
             part_lik[i] = kernels.bernoulli_nll(out, xb[r0:r1], dout, loss_scale, dbpart[i, n - 1, :p], tmp[i])
         else:
             part_lik[i] = kernels.gaussian_sq_err(out, xb[r0:r1], dout, loss_scale, dbpart[i, n - 1, :p])
-        for li in range(n - 1, 0, -1):
-            if not train:
-                break
+    lik, kl = 0.0, 0.0
+    for i in range(parts):
+        lik += part_lik[i]
+        kl += part_kl[i]
+    sums[0], sums[1], sums[2], sums[3] = lik, kl, 0.0, 0.0
+    if not train or not abs(lik + kl) <= _FINITE:
+        return
+    top = n - 1  # the highest layer whose input gradient is split by rows
+    if n_hidden > 0:  # the output layer's, the widest, by columns (its rows are all done now): one core each
+        top = n - 2
+        li = n - 1
+        d_in, d_out = Ws[li].shape
+        below = dY[li - 1]
+        for i in prange(parts):
+            c0, c1 = i * d_in // parts, (i + 1) * d_in // parts
+            if not skip & SKIP_INPUT_GRADIENTS and c1 > c0:
+                _gemm(gemm, wide, False, True, b, c1 - c0, d_out, dY[li].ctypes.data, d_out,
+                      Ws[li].ctypes.data + c0 * d_out * f, d_out, below.ctypes.data + c0 * f, d_in, one, zero)
+            colsum = dbpart[i, li - 1]
+            colsum[:c0] = zero  # this part's columns' sums, zero elsewhere: the parts' rows add up
+            colsum[c1:d_in] = zero
+            if not skip & SKIP_BACKWARD_KERNELS:
+                kernels.act_backward_cols(below, Y[li - 1], below, colsum, kind, alpha, c0, c1)
+    for i in prange(parts):
+        r0, r1 = i * b // parts, (i + 1) * b // parts
+        m = r1 - r0
+        for li in range(top, 0, -1):
             d_in, d_out = Ws[li].shape
             below = dz if li == first_dec else dY[li - 1]
             if not skip & SKIP_INPUT_GRADIENTS:
@@ -207,12 +238,7 @@ def fused_step(gemm: int, src: np.ndarray, idx: np.ndarray, gather_scale: float,
             else:
                 kernels.act_backward(dY[li - 1][r0:r1], Y[li - 1][r0:r1], dY[li - 1][r0:r1],
                                      dbpart[i, li - 1, :d_in], kind, alpha)
-    lik, kl = 0.0, 0.0
-    for i in range(parts):
-        lik += part_lik[i]
-        kl += part_kl[i]
-    sums[0], sums[1], sums[2], sums[3] = lik, kl, 0.0, 0.0
-    if not train or not abs(lik + kl) <= _FINITE or skip & SKIP_SECOND_PHASE:
+    if skip & SKIP_SECOND_PHASE:
         return
     for i in prange(parts):
         sq = 0.0

@@ -175,37 +175,35 @@ def _add_row(acc: np.ndarray, row: np.ndarray) -> None:
 _add_row = jit(_add_row)
 
 
-def act_backward(dy: np.ndarray, y: np.ndarray, dpre: np.ndarray, db: np.ndarray, kind: int, alpha: float) -> None:
-    """``dpre = dy * f'(.)`` from the cached output ``y``, and ``db = sum_rows dpre``.
+def act_backward_cols(dy: np.ndarray, y: np.ndarray, dpre: np.ndarray, db: np.ndarray, kind: int, alpha: float,
+                      c0: int, hi: int) -> None:
+    """:func:`act_backward` on columns ``[c0, hi)`` of every row alone; only ``db[c0:hi]`` is written.
 
-    The derivative is written in terms of the output (docs/derivation.md,
-    Eqs. (A1)-(A6)), so forward caches only ``y``. ``dpre`` may be ``dy``.
-
-    Each row is two short loops, ``dpre`` and then its sum into ``db``
-    while the row is in L1: one loop doing both ran at half the speed
-    (LLVM cannot rule out that ``db`` overlaps ``dpre``).
+    The fused step splits the output layer's input gradient over the cores by
+    columns, and each core applies the activation's derivative to its own.
     """
-    n, d = dy.shape
+    n = dy.shape[0]
     zero = db.dtype.type(0)
     one = db.dtype.type(1)
-    for j in range(d):
-        db[j] = zero
+    dbc = db[c0:hi]
+    for j in range(hi - c0):
+        dbc[j] = zero
     if kind == RELU:
         for r in range(n):
-            dyr, yr, dr = dy[r], y[r], dpre[r]
-            for j in range(d):
+            dyr, yr, dr = dy[r, c0:hi], y[r, c0:hi], dpre[r, c0:hi]
+            for j in range(hi - c0):
                 dr[j] = dyr[j] if yr[j] > zero else zero
-            _add_row(db, dr)
+            _add_row(dbc, dr)
     elif kind == IDENTITY:
         for r in range(n):
-            dyr, dr = dy[r], dpre[r]
-            for j in range(d):
+            dyr, dr = dy[r, c0:hi], dpre[r, c0:hi]
+            for j in range(hi - c0):
                 dr[j] = dyr[j]
-            _add_row(db, dr)
+            _add_row(dbc, dr)
     else:
         for r in range(n):
-            dyr, yr, dr = dy[r], y[r], dpre[r]
-            for j in range(d):
+            dyr, yr, dr = dy[r, c0:hi], y[r, c0:hi], dpre[r, c0:hi]
+            for j in range(hi - c0):
                 v = yr[j]
                 if kind == LEAKY_RELU:
                     s = one if v > zero else alpha
@@ -216,7 +214,23 @@ def act_backward(dy: np.ndarray, y: np.ndarray, dpre: np.ndarray, db: np.ndarray
                 else:  # softplus: sigmoid(x) = 1 - exp(-y)
                     s = -math.expm1(-v)
                 dr[j] = dyr[j] * s
-            _add_row(db, dr)
+            _add_row(dbc, dr)
+
+
+act_backward_cols = jit(act_backward_cols)
+
+
+def act_backward(dy: np.ndarray, y: np.ndarray, dpre: np.ndarray, db: np.ndarray, kind: int, alpha: float) -> None:
+    """``dpre = dy * f'(.)`` from the cached output ``y``, and ``db = sum_rows dpre``.
+
+    The derivative is written in terms of the output (docs/derivation.md,
+    Eqs. (A1)-(A6)), so forward caches only ``y``. ``dpre`` may be ``dy``.
+
+    Each row is two short loops, ``dpre`` and then its sum into ``db``
+    while the row is in L1: one loop doing both ran at half the speed
+    (LLVM cannot rule out that ``db`` overlaps ``dpre``).
+    """
+    act_backward_cols(dy, y, dpre, db, kind, alpha, 0, dy.shape[1])
 
 
 act_backward = jit(act_backward)

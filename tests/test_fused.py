@@ -37,10 +37,11 @@ def data(n: int = 25, dtype=np.float64) -> np.ndarray:
 
 
 def run(use_fused: bool, vae: npvae.VAE, x: np.ndarray, batches: list[np.ndarray], parts: int = 2,
-        lr: float = 1e-2, between=None) -> tuple[npvae.Adam, list[tuple[float, float]]]:
+        lr: float = 1e-2, between=None, dirty: bool = False) -> tuple[npvae.Adam, list[tuple[float, float]]]:
     """Adam steps on ``x[idx]`` for each ``idx``, by the fused step or the layer path, with one noise stream.
 
     ``between(vae, opt, s)``, if given, is called before step ``s`` (a user changing the model between steps).
+    ``dirty``: the fused step's scratch buffers are filled with NaN before every step.
     """
     opt, rng, out = npvae.Adam(lr=lr), np.random.default_rng(1), []
     step = fused.FusedStep(vae, opt, parts=parts) if use_fused else None
@@ -48,6 +49,10 @@ def run(use_fused: bool, vae: npvae.VAE, x: np.ndarray, batches: list[np.ndarray
     for s, idx in enumerate(batches):
         if between is not None:
             between(vae, opt, s)
+        if step is not None and dirty:
+            Y, dY, xb, dz = step._workspaces(idx.shape[0])
+            for a in [*Y, *dY, xb, dz, step.dbpart, step.tmp]:
+                a[...] = np.nan
         if step is not None:
             with step.one_blas_thread():
                 out.append(step(x, idx, one, rng))
@@ -65,7 +70,7 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def assert_same(cfg: dict, parts: int, batch: int, steps: int = 3, dtype=np.float64, tol: float = 1e-12,
-                between=None, prepare=None) -> None:
+                between=None, prepare=None, dirty: bool = False) -> None:
     """The layer path and the fused step take the same steps; ``prepare(vae)`` is applied to both models first."""
     x = data(dtype=dtype)
     batches = [np.random.default_rng([3, s]).permutation(len(x))[:batch] for s in range(steps)]
@@ -74,7 +79,7 @@ def assert_same(cfg: dict, parts: int, batch: int, steps: int = 3, dtype=np.floa
         prepare(a)
         prepare(b)
     opt_a, la = run(False, a, x, batches, between=between)
-    opt_b, lb = run(True, b, x, batches, parts=parts, between=between)
+    opt_b, lb = run(True, b, x, batches, parts=parts, between=between, dirty=dirty)
     for (loss_a, sq_a), (loss_b, sq_b) in zip(la, lb, strict=True):
         assert abs(loss_a - loss_b) <= tol * abs(loss_a) and abs(sq_a - sq_b) <= tol * abs(sq_a)
     for key in a.params:
@@ -96,6 +101,14 @@ def assert_same(cfg: dict, parts: int, batch: int, steps: int = 3, dtype=np.floa
 ], ids=["relu", "no-hidden", "gaussian-tanh", "leaky-beta0", "sigmoid", "softplus-gaussian"])
 def test_fused_step_matches_the_layer_path(cfg: dict, parts: int) -> None:
     assert_same(cfg, parts, batch=10)
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+@pytest.mark.parametrize("cfg", [{}, {"hidden": ()}, {"hidden": (9,), "activation": "tanh"}],
+                         ids=["relu", "no-hidden", "tanh"])
+def test_the_step_reads_nothing_its_scratch_buffers_held_before(cfg: dict, parts: int) -> None:
+    """Each part writes every entry it later reads (its rows, its columns, its sums, zeros elsewhere)."""
+    assert_same(cfg, parts, batch=10, dirty=True)
 
 
 def test_fused_step_matches_in_float32() -> None:

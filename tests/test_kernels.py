@@ -49,6 +49,24 @@ def test_act_backward_matches_reference(dtype, act, n, d, seed):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS)
+@given(n=dims, d=dims, seed=seeds, data=st.data())
+def test_act_backward_on_a_block_of_columns_does_those_alone(dtype, act, n, d, seed, data):
+    """The fused step's split by columns: columns [c0, hi) as the reference does them, nothing else touched."""
+    c0 = data.draw(st.integers(0, d))
+    hi = data.draw(st.integers(c0, d))
+    rng = np.random.default_rng(seed)
+    y = R.activate((rng.standard_normal((n, d)) * 3).astype(dtype), act)
+    dy = rng.standard_normal((n, d)).astype(dtype)
+    dpre, db = np.full_like(dy, 7.0), np.full(d, 7.0, dtype)
+    K.act_backward_cols(dy, y, dpre, db, K.ACTIVATIONS[act], dtype(0.01), c0, hi)
+    ref_dpre, ref_db = R.act_backward(dy[:, c0:hi], y[:, c0:hi], act)
+    np.testing.assert_allclose(dpre[:, c0:hi], ref_dpre, **TOL[dtype])
+    np.testing.assert_allclose(db[c0:hi], ref_db, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * n * 10)
+    assert np.all(np.delete(dpre, np.s_[c0:hi], axis=1) == 7.0) and np.all(np.delete(db, np.s_[c0:hi]) == 7.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_act_backward_may_run_in_place(dtype):
     rng = np.random.default_rng(0)
     y = R.activate(rng.standard_normal((5, 6)).astype(dtype), "tanh")

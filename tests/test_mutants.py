@@ -71,10 +71,10 @@ MUTANTS = [
            "zr, er = z[sample * b + i], eps[sample, i]", "zr, er = z[sample * b + i], eps[0, i]",
            (EVERY_ENTRY,),
            "forward draws z from eps[0] for every sample l, backward uses eps[l]: invisible with L = 1"),
-    Mutant("tanh-derivative-wrong", "kernels.py", "act_backward",
+    Mutant("tanh-derivative-wrong", "kernels.py", "act_backward_cols",
            "s = one - v * v", "s = one - v",
            (EVERY_ENTRY,), "tanh' = 1 - y^2 written as 1 - y"),
-    Mutant("leaky-relu-slope-dropped", "kernels.py", "act_backward",
+    Mutant("leaky-relu-slope-dropped", "kernels.py", "act_backward_cols",
            "s = one if v > zero else alpha", "s = one if v > zero else zero",
            (EVERY_ENTRY,), "leaky_relu's backward treated as relu's"),
     # ------------------------------------------------------------------ log-variance read as a standard deviation
