@@ -58,6 +58,16 @@ DEFAULT_DATA = BENCH_DIR.parents[1] / "shared" / "data" / "mnist"
 TEST_SET = 10_000
 
 
+
+def _cpu() -> str:
+    """The CPU's model name where ``_realblas`` can read it, else what ``platform`` says."""
+    try:
+        import _realblas
+    except ImportError:
+        return platform.processor() or platform.machine()
+    return _realblas.cpu() or platform.processor() or platform.machine()
+
+
 def blas_kernel() -> list[str]:
     from threadpoolctl import threadpool_info
 
@@ -101,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         "examples_x_samples_per_s": round(rate), "test_set_seconds": round(TEST_SET * args.k / rate, 1),
         "test_set_extrapolated": args.n != TEST_SET, "mean_log_likelihood": round(float(ll.mean()), 4),
         "threads": threads, "blas": blas, "blas_env_removed": _REMOVED,
-        "cpu": platform.processor() or platform.machine(), "numpy": np.__version__, "numba": numba.__version__,
+        "cpu": _cpu(), "numpy": np.__version__, "numba": numba.__version__,
     }
     print(json.dumps(record))
     how = "extrapolated" if args.n != TEST_SET else "measured"
