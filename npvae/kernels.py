@@ -179,8 +179,11 @@ def act_backward_cols(dy: np.ndarray, y: np.ndarray, dpre: np.ndarray, db: np.nd
                       c0: int, hi: int) -> None:
     """:func:`act_backward` on columns ``[c0, hi)`` of every row alone; only ``db[c0:hi]`` is written.
 
-    The fused step splits the output layer's input gradient over the cores by
-    columns, and each core applies the activation's derivative to its own.
+    ``dpre[:, c0:hi] = dy[:, c0:hi] * f'(.)`` and ``db[c0:hi]`` its column
+    sums (docs/derivation.md, Eqs. (A1)-(A6) and (D1)); the arrays are
+    (n, d) and ``db`` (d,). The fused step splits the output layer's input
+    gradient over the cores by columns (Eq. (E2)), and each core applies the
+    activation's derivative to its own.
     """
     n = dy.shape[0]
     zero = db.dtype.type(0)
