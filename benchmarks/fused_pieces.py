@@ -108,21 +108,19 @@ class Pieces:
         with _common.limit_threads(threads):
             self.step = fused.FusedStep(self.vae, self.opt)
             npvae.train(self.vae, x[:BATCH * 20], epochs=1, batch_size=BATCH, optimizer=self.opt, seed=0)
-        self.saved = self._state()
+        self.saved, self.saved_t = [a.copy() for a in self._state()], self.opt.t
         self.floor = FloorStep(x, [self.vae.params[k] for k in self.vae.params if k.endswith(".W")])
         self.perm = np.random.default_rng(0).permutation(x.shape[0])
 
     def _state(self) -> list[np.ndarray]:
-        arrays = list(self.vae.params.values()) + [a for *_, m, v in self.opt._flat_views(
-            self.vae.params, self.vae.grads).values() for a in (m, v)]
-        return [a.copy() for a in arrays] + [np.array(self.opt.t)]
+        """The model's parameters and Adam's moments: the arrays themselves, which the fused step updates."""
+        moments = self.opt._flat_views(self.vae.params, self.vae.grads).values()
+        return list(self.vae.params.values()) + [a for *_, m, v in moments for a in (m, v)]
 
     def _restore(self) -> None:
-        arrays = list(self.vae.params.values()) + [a for *_, m, v in self.opt._flat_views(
-            self.vae.params, self.vae.grads).values() for a in (m, v)]
-        for a, s in zip(arrays, self.saved, strict=False):
+        for a, s in zip(self._state(), self.saved, strict=True):
             np.copyto(a, s)
-        self.opt.t = int(self.saved[-1])
+        self.opt.t = self.saved_t
 
     def fused_block(self, skip: int, steps: int, start: int) -> float:
         """The median seconds of ``steps`` fused steps with the pieces ``skip`` left out."""
