@@ -135,8 +135,9 @@ def warm_training(vae: Any, x: np.ndarray, optimizer: Any = None, clip_norm: flo
     """Compile (or load from Numba's cache) what ``npvae.train(vae, x, ...)`` will run, and only that.
 
     A throwaway model of the same kind (the same layers, likelihood, dtype and
-    options; hidden layers 8 wide, 2 latent dimensions) takes one step and an
-    evaluation on the first rows of ``x`` (and of ``x_val``), on the path
+    options; hidden layers 8 wide, 2 latent dimensions) takes one step on the
+    first rows of ``x`` and evaluates the first rows of ``x_val`` (the layer
+    path also those of ``x``, as ``npvae train`` does after training), on the path
     train() will take: the fused step where ``fused`` is true (``None``:
     where it applies), for ``x``'s dtype, or for the model's when
     ``binarized`` (the batches are then gathered and binarized before the
@@ -189,7 +190,6 @@ def warm_training(vae: Any, x: np.ndarray, optimizer: Any = None, clip_norm: flo
     src = xf if binarized else raw
     with step.one_blas_thread():
         step(src, np.arange(src.shape[0]), tmp.dtype.type(1) if binarized else s, np.random.default_rng(0))
-    step.evaluate_terms(raw, scale)
     if x_val is not None:
         step.evaluate_terms(np.ascontiguousarray(x_val[:4]), scale)
     _WARMED.add(key)
