@@ -3,10 +3,17 @@
 A test that claims to catch a bug is trusted only after it has been seen to catch it. For each mutant,
 the package is copied to a temporary folder, the line is replaced there (the original line must occur
 exactly once in the file, so the list cannot rot silently when the code moves), and the targeted tests
-run in a subprocess with PYTHONPATH pointing at the copy, an empty NUMBA_CACHE_DIR of its own, and
-``-p no:cacheprovider -x -q``; the run must end with exactly one failed test and no error. The
-unmutated copy must pass the same targets, so a mutant's failure is the mutation's doing.
-Two subprocesses run at a time.
+run in a subprocess with PYTHONPATH pointing at the copy and ``-p no:cacheprovider -x -q``; the run
+must end with exactly one failed test and no error. The unmutated copy must pass the same targets, so
+a mutant's failure is the mutation's doing. Two subprocesses run at a time.
+
+Numba's cache. The copy takes the machine code the live package has cached beside its sources
+(``__pycache__/*.nbi``, ``*.nbc``, filled by the tests that ran before), so that a mutant of plain
+Python (vae.py, the training loop, ...) does not compile every kernel again. Numba checks each cached
+file against a hash of its source file, but not against the files its kernels call into: a cached
+fused step compiled with the original kernels.py would run the original kernels beside a mutated
+kernels.py. So a mutant in any module that compiles kernels (one that imports ``_jit``) runs with no
+cached code at all, and compiles what its targets use.
 """
 
 from __future__ import annotations
@@ -151,11 +158,13 @@ ALL_TARGETS = tuple(dict.fromkeys(t for m in MUTANTS for t in m.targets if not t
 SLOW_FIRST = ("fused-step-ignores-beta",)
 
 
-def _run_pytest(root: Path, targets: tuple[str, ...], cache_dir: Path) -> subprocess.CompletedProcess:
-    """The targeted tests of the live tests/ folder, importing npvae from ``root`` (its copy)."""
-    env = {**os.environ, "PYTHONPATH": str(root), "NUMBA_CACHE_DIR": str(cache_dir),
-           "NPVAE_MUTANT_PACKAGE": str(root / "npvae"), "PYTHONDONTWRITEBYTECODE": "1"}
+def _run_pytest(root: Path, targets: tuple[str, ...]) -> subprocess.CompletedProcess:
+    """The targeted tests of the live tests/ folder, importing npvae from ``root`` (its copy), whose
+    Numba cache is the one in the copy's ``__pycache__`` folders."""
+    env = {**os.environ, "PYTHONPATH": str(root), "NPVAE_MUTANT_PACKAGE": str(root / "npvae"),
+           "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("NUMBA_DISABLE_JIT", None)
+    env.pop("NUMBA_CACHE_DIR", None)
     args = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-x", "-q", "--rootdir", str(TESTS.parent)]
     args += [t if t.startswith("-") or (i > 0 and targets[i - 1] == "-k") else str(TESTS.parent / t)
              for i, t in enumerate(targets)]
@@ -182,9 +191,22 @@ def _line_index(text: str, mutant: Mutant) -> int:
     return hits[0]
 
 
+def _compiles_kernels(source: str) -> bool:
+    """Whether a module of npvae defines Numba kernels (it imports the one wrapper, ``_jit``)."""
+    return re.search(r"^\s*from \.+_jit import|^\s*from npvae\._jit import|^\s*import npvae\._jit",
+                     source, re.MULTILINE) is not None
+
+
+def _cached_code(root: Path) -> list[Path]:
+    return [f for f in root.rglob("__pycache__/*") if f.suffix in (".nbi", ".nbc")]
+
+
 def _apply(root: Path, mutant: Mutant) -> None:
     path = root / "npvae" / mutant.file
     text = path.read_text()
+    if mutant.file == "_jit.py" or _compiles_kernels(text):  # others' cached kernels may hold its code: keep none
+        for f in _cached_code(root):
+            f.unlink()
     i = _line_index(text, mutant)
     lines = text.split("\n")
     lines[i] = lines[i][:len(lines[i]) - len(lines[i].lstrip())] + mutant.new
@@ -193,9 +215,10 @@ def _apply(root: Path, mutant: Mutant) -> None:
 
 @pytest.fixture(scope="module")
 def snapshot(tmp_path_factory) -> Path:
-    """One copy of npvae, taken once (others edit the work tree meanwhile), that every run copies."""
+    """One copy of npvae with the machine code Numba has cached for it, taken once (others edit the work
+    tree meanwhile), that every run copies."""
     root = tmp_path_factory.mktemp("npvae_snapshot")
-    shutil.copytree(PACKAGE, root / "npvae", ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
+    shutil.copytree(PACKAGE, root / "npvae", ignore=shutil.ignore_patterns("*.pyc"))
     return root
 
 
@@ -216,7 +239,7 @@ def _run_one(snapshot: Path, mutant: Mutant | None, targets: tuple[str, ...]) ->
                 _apply(root, mutant)
             except AssertionError as exc:
                 return Run(None, 0.0, str(exc))
-        proc = _run_pytest(root, targets, Path(tmp) / "numba_cache")
+        proc = _run_pytest(root, targets)
     return Run(proc, time.perf_counter() - t0)
 
 
@@ -235,6 +258,15 @@ def results(request, snapshot) -> dict[str | None, Run]:
     for key, run in runs.items():
         print(f"mutant {key or '(none)'}: {run.seconds:.1f} s, {_summary(run.proc) if run.proc else run.problem}")
     return runs
+
+
+def test_every_module_with_kernels_runs_its_mutants_without_cached_code() -> None:
+    """The rule that keeps a mutated kernel from hiding behind cached code sees every module that jits."""
+    jits = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
+            if re.search(r"@jit\b|\bjit\(|numba\.n?jit|@n?jit", p.read_text()) and p.name != "_jit.py"}
+    seen = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if _compiles_kernels(p.read_text())}
+    assert {"kernels.py", "fused.py", "evaluation/kernels.py"} <= jits <= seen, (jits, seen)
+    assert "vae.py" not in seen and "training/loop.py" not in seen
 
 
 @pytest.mark.parametrize("name", list(BY_NAME))
