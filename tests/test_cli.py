@@ -150,6 +150,41 @@ def test_evaluate_json(run_dir: Path, env: dict[str, str], tmp_path: Path) -> No
         assert f"log-likelihood: {ll['mean']:.2f} \u00b1 {ll['standard_error']:.2f}" in r.stdout
 
 
+@needs_data
+def test_a_model_of_the_iwae_bound_reports_the_bound_and_a_true_elbo(tmp_path: Path, env: dict[str, str],
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    """``--objective iwae`` trains -L_k, whose terms are (-L_k, 0): train names the bound it reports (no
+    "+ KL 0.00"), and evaluate gives the model's real negative ELBO, with its KL, beside the bound."""
+    from npvae.cli import evaluate_cmd, training_cmd
+
+    monkeypatch.setenv("XDG_CACHE_HOME", env["XDG_CACHE_HOME"])
+    monkeypatch.delenv("NPVAE_DATA", raising=False)
+    out = tmp_path / "run"
+    assert training_cmd.main(["--data", str(SHARED), "--no-download", "--epochs", "1", "--hidden", "32",
+                              "--latent", "3", "--objective", "iwae", "--samples", "3", "--out", str(out),
+                              "--quiet"]) == 0
+    final = [line for line in capsys.readouterr().out.splitlines() if line.startswith("final ")]
+    assert len(final) == 1 and "negative IWAE bound (3 samples): " in final[0], final
+    assert "ELBO" not in final[0] and "KL" not in final[0]
+    history = json.loads((out / "history.json").read_text())
+    assert "importance-weighted bound with 3 samples" in history["losses"]
+
+    report = tmp_path / "evaluation.json"
+    assert evaluate_cmd.main([str(out / "model.npz"), "--data", str(SHARED), "--limit", "300", "--k", "20",
+                              "--quiet", "--json", str(report)]) == 0
+    text = capsys.readouterr().out
+    doc = json.loads(report.read_text())
+    ne, bound, d = doc["negative_elbo"], doc["negative_iwae_bound"], doc["diagnostics"]
+    assert bound["samples"] == 3 and ne["kl"] > 0
+    assert ne["kl"] == pytest.approx(d["rate"], rel=1e-3)  # the analytic KL, as for a model of the ELBO
+    assert ne["mean"] == pytest.approx(ne["reconstruction"] + ne["kl"])
+    assert bound["mean"] < ne["mean"]  # -L_3 <= -ELBO in expectation; nats apart on 300 images
+    assert f"negative ELBO: {ne['mean']:.2f} nats per image (reconstruction {ne['reconstruction']:.2f} + KL " \
+           f"{ne['kl']:.2f})" in text
+    assert f"negative IWAE bound, the objective it trained (3 samples): {bound['mean']:.2f}" in text
+
+
 def _pixels_vary(path: Path) -> float:
     import matplotlib.image
 
@@ -345,3 +380,19 @@ def test_logvar_bounds_take_negative_numbers(words: list[str]) -> None:
     argv = glue_negative_pairs(["--logvar-bounds", *words, "--epochs", "3"], "--logvar-bounds")
     args = training_cmd.build_parser().parse_args(argv)
     assert args.logvar_bounds == tuple(float(w) for w in ",".join(words).split(",")) and args.epochs == 3
+
+
+def test_missing_data_is_one_readable_line(tmp_path: Path, models: dict[str, Path],
+                                           monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """The loader's message (folders searched, one per line) becomes one line of sentences: the folders
+    joined by commas, no ".;" where the hint is appended."""
+    from npvae.cli import evaluate_cmd
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("NPVAE_DATA", raising=False)
+    model = next(iter(models.values()))
+    assert evaluate_cmd.main([str(model), "--no-log-likelihood"]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    cache = tmp_path / "cache" / "npvae"
+    assert f"not found in {cache / 'mnist'}, {cache}. No download was tried (download=False); pass --data DIR" \
+        in line, line

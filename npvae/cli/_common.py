@@ -128,6 +128,19 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+def one_line_list(text: str) -> str:
+    """A message of sentences and indented lists (the folders searched, say) as one line: each list's
+    items joined by commas, each sentence ended by a full stop."""
+    out = ""
+    for line in (ln for ln in text.split("\n") if ln.strip()):
+        if line[:1].isspace() and out:
+            out += ("" if out.endswith(",") or out[-1:].isspace() else ",") + " " + line.strip()
+        else:
+            out += ("" if not out else " " if out.endswith(".") else ". ") + " ".join(line.split())
+            out += " " if out.endswith((" in", ":")) else ""
+    return " ".join(out.split())
+
+
 def count(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
@@ -262,7 +275,8 @@ def load_examples(args: argparse.Namespace, vae: VAE, quiet: bool = False) -> Ex
         try:
             x, y = loader(args.split, root=args.data, download=args.download)
         except DataFileError as exc:
-            raise CommandError(f"{one_line(getattr(exc, 'summary', None) or exc)}; pass --data DIR (a folder "
+            why = one_line_list(getattr(exc, "summary", None) or str(exc)).rstrip(".")
+            raise CommandError(f"{why}; pass --data DIR (a folder "
                                f"with the {spec.title} IDX .gz files), or --download") from None
     what = f"the {x.shape[0]:,} images of the {spec.title} {args.split} {'set' if args.split == 'test' else 'split'}"
     if name == "mnist" and args.split == "train" and x.shape[0] == 5000:

@@ -106,6 +106,13 @@ examples:
 """
 
 #: The options that go to npvae.VAE and npvae.train only when given (the library may not take them yet).
+#: history.json's "losses": what its numbers are, for the ELBO and for the importance-weighted bound
+LOSSES_ELBO = ("nats per example. train_loss and val_loss: reconstruction + beta * KL, the objective minimized; "
+               "val_nelbo and the final negative ELBO: reconstruction + KL, the same when beta is 1")
+LOSSES_IWAE = ("nats per example. The model trains the importance-weighted bound with {k} samples (objective "
+               "iwae): train_loss, val_loss, val_reconstruction, val_nelbo and the final negative_elbo, "
+               "reconstruction and loss all hold the negative bound -L_{k}; the kl entries are 0, as the bound "
+               "has no separate KL term")
 VAE_OPTIONS = {"layer": "layer", "logvar_bounds": "logvar_bounds", "objective": "objective", "samples": "n_samples"}
 TRAIN_OPTIONS = {"binarize": "binarize", "kl_warmup": "kl_warmup", "early_stopping": "early_stopping"}
 
@@ -634,8 +641,7 @@ def run(args: argparse.Namespace, given: set[str], parser: argparse.ArgumentPars
         "final": {f"{v}_negative_elbo": nelbo, f"{v}_reconstruction": rec, f"{v}_kl": kl,
                   f"{v}_loss": loss, "train_loss": history[-1]["train_loss"], "beta": beta,
                   "epochs": len(history), "train_seconds": train_seconds},
-        "losses": "nats per example. train_loss and val_loss: reconstruction + beta * KL, the objective minimized; "
-                  "val_nelbo and the final negative ELBO: reconstruction + KL, the same when beta is 1",
+        "losses": LOSSES_IWAE.format(k=vae.n_samples) if vae.objective == "iwae" else LOSSES_ELBO,
         "model": vae.config(),
         "data": {"dataset": args.dataset, "description": data.description.removeprefix("data: "),
                  "n_train": n_train, "n_val": n_val, "val": data.val_name,
@@ -653,10 +659,14 @@ def run(args: argparse.Namespace, given: set[str], parser: argparse.ArgumentPars
                     (out / filename).unlink()
     files.append(checkpoint)
 
-    minimized = f"; minimized loss (reconstruction + {beta:g} * KL) {loss:.2f}" if beta != 1 else ""
-    print(f"final {v} negative ELBO: {nelbo:.2f} nats per example on {n_val:,} held-out images "
-          f"(reconstruction {rec:.2f} + KL {kl:.2f}){minimized}; {count(len(history), 'epoch')}, "
-          f"{train_seconds:.1f} s of training")
+    if vae.objective == "iwae":  # rec is -L_k and kl is 0 (npvae.train): there is no KL term to show
+        bound = f"negative IWAE bound ({count(vae.n_samples, 'sample')}): {nelbo:.2f} nats per example"
+    else:
+        minimized = f"; minimized loss (reconstruction + {beta:g} * KL) {loss:.2f}" if beta != 1 else ""
+        bound = f"negative ELBO: {nelbo:.2f} nats per example (reconstruction {rec:.2f} + KL {kl:.2f}){minimized}"
+    seconds = f"{train_seconds:.1f}" if train_seconds >= 0.95 else f"{train_seconds:.2f}"  # not "0.0 s"
+    print(f"final {v} {bound} on {n_val:,} held-out images; {count(len(history), 'epoch')}, "
+          f"{seconds} s of training")
     if not args.quiet:
         print(f"files in {out}:")
         for f in files:
