@@ -45,9 +45,9 @@ binarization:
 
 cost:
   The log-likelihood takes --k decoder passes per image: with the default
-  k = 5000, a 784-400-20 model took about 6 minutes per 1,000 images on two
-  busy cores (so an hour or more for the 10,000 test images). --k 100 and
-  --limit 1000 give a quick look (the estimate rises with k).
+  k = 5000, a 784-400-20 model took about 25 s per 1,000 images on two cores
+  (3 to 4 minutes for the 10,000 test images). --k 100 and --limit 1000 give
+  a quick look (the estimate rises with k).
 
 examples:
   {prog} runs/mnist/model.npz
