@@ -171,7 +171,8 @@ def warm_training(vae: Any, x: np.ndarray, optimizer: Any = None, clip_norm: flo
     raw, xf = rows_of(x)
     from . import kernels
 
-    kernels.gather_rows(raw, np.arange(raw.shape[0]), s, np.empty_like(xf))  # the layer path's batches
+    if binarized or not fused:  # the batches are gathered (the fused step otherwise gathers its own rows)
+        kernels.gather_rows(raw, np.arange(raw.shape[0]), s, np.empty_like(xf))
     if not fused:
         tmp.loss_and_grads(xf)
         if clip_norm is not None:  # train()'s gradient clipping

@@ -126,6 +126,27 @@ def test_warmup_compiles_everything_training_uses():
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout
 
 
+WARM_LOADS = """
+import json, sys, numpy as np, npvae
+from npvae import _warmup, kernels
+pixels = np.random.default_rng(0).integers(0, 256, (64, 784), dtype=np.uint8)
+_warmup.warm_training(npvae.VAE(784, (16,), 2, seed=0), pixels, npvae.Adam(), None, 1 / 255,
+                      **json.loads(sys.argv[1]))
+print(len(kernels.gather_rows.signatures))
+"""
+
+
+@pytest.mark.parametrize("options, loads", [({"fused": True}, 0), ({"fused": True, "binarized": True}, 1),
+                                            ({"fused": False}, 1)], ids=["fused", "fused, binarized", "layers"])
+def test_warm_training_loads_the_batch_gather_only_where_train_calls_it(options: dict, loads: int) -> None:
+    """Each kernel loaded holds memory (issue #16's peak RSS): the fused step gathers its own rows, so
+    warm_training loads ``gather_rows`` only for the layer path and for binarized batches."""
+    proc = subprocess.run([sys.executable, "-c", WARM_LOADS, json.dumps(options)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[-1] == str(loads)
+
+
 COMPILES_DURING_EPOCHS = """
 import json, time, numpy as np, npvae
 from numba.core import event
