@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,20 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "npvae"))
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("NPVAE_SHARED_DATA", PROJECT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ctrl_c_as_in_a_terminal() -> Iterator[None]:
+    """The Ctrl-C tests play a user at a terminal, where SIGINT raises KeyboardInterrupt. A shell that
+    starts the tests in the background (``pytest &``) has them ignore SIGINT, and npvae.train then
+    leaves it ignored, as it should: so the session takes Python's default handler, which the processes
+    it starts also get (a handler is reset to the default across exec, an ignored signal is not)."""
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if ignored:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @pytest.fixture(scope="session")

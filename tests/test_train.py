@@ -276,6 +276,23 @@ def test_pixel_scale_errors(digits):
         npvae.train(small(), raw, epochs=1, batch_size=10, pixel_scale=1.0)
 
 
+def test_an_ignored_sigint_stays_ignored(digits, tmp_path):
+    """Started with SIGINT ignored (``nohup``, a shell's background job), training leaves it so: a Ctrl-C
+    meant for the foreground job neither stops the run nor is turned into a handler of npvae's."""
+    def ctrl_c_at(epoch, batch, n_batches, loss):
+        if batch == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        history = npvae.train(small(), digits[:128], epochs=2, batch_size=32, checkpoint_path=tmp_path / "run.npz",
+                              on_batch=ctrl_c_at)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert [r["epoch"] for r in history] == [1, 2]
+
+
 def test_ctrl_c_during_validation_is_not_lost(digits, tmp_path):
     ckpt = tmp_path / "run.npz"
 

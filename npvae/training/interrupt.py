@@ -21,7 +21,9 @@ class DeferredInterrupt:
     A batch is never left half-applied (parameters updated but not the
     optimizer state), so the checkpoint written on Ctrl-C is consistent. A
     second Ctrl-C interrupts at once. Outside the main thread, where signal
-    handlers cannot be set, Ctrl-C behaves as usual.
+    handlers cannot be set, Ctrl-C behaves as usual; where SIGINT is ignored
+    (a process a shell started in the background, ``nohup``), it stays
+    ignored, so a Ctrl-C meant for the foreground does not stop training.
     """
 
     def __init__(self) -> None:
@@ -34,6 +36,9 @@ class DeferredInterrupt:
         self.requested = True
 
     def __enter__(self) -> DeferredInterrupt:
+        self._old = None
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            return self
         try:
             self._old = signal.signal(signal.SIGINT, self._handler)
         except ValueError:
