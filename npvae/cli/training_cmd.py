@@ -105,7 +105,6 @@ examples:
   {prog} --resume runs/mnist/checkpoint.npz --epochs 200
 """
 
-#: The options that go to npvae.VAE and npvae.train only when given (the library may not take them yet).
 #: history.json's "losses": what its numbers are, for the ELBO and for the importance-weighted bound
 LOSSES_ELBO = ("nats per example. train_loss and val_loss: reconstruction + beta * KL, the objective minimized; "
                "val_nelbo and the final negative ELBO: reconstruction + KL, the same when beta is 1")
@@ -113,6 +112,7 @@ LOSSES_IWAE = ("nats per example. The model trains the importance-weighted bound
                "iwae): train_loss, val_loss, val_reconstruction, val_nelbo and the final negative_elbo, "
                "reconstruction and loss all hold the negative bound -L_{k}; the kl entries are 0, as the bound "
                "has no separate KL term")
+#: The options that go to npvae.VAE and npvae.train only when given (the library may not take them yet).
 VAE_OPTIONS = {"layer": "layer", "logvar_bounds": "logvar_bounds", "objective": "objective", "samples": "n_samples"}
 TRAIN_OPTIONS = {"binarize": "binarize", "kl_warmup": "kl_warmup", "early_stopping": "early_stopping"}
 
