@@ -240,29 +240,42 @@ class Floor:
     def products_per_step(self) -> int:
         return sum(2 * m for _, _, m in self.layers) + sum(m for _, _, m in self.layers[1:])
 
+    #: The groups of one step's products (bits, any combination), as ``step`` takes them.
+    FORWARD, INPUT_GRADIENTS, WEIGHT_GRADIENTS = 1, 2, 4
+    ALL = FORWARD | INPUT_GRADIENTS | WEIGHT_GRADIENTS
+
     def epoch(self, n: int | None = None, forward_only: bool = False) -> float:
         """Seconds for the products of an epoch of ``n`` examples (default all); the forward ones alone if asked."""
+        groups = self.FORWARD if forward_only else self.ALL
+        n = self.x.shape[0] if n is None else n
+        t0 = time.perf_counter()
+        for start in range(0, n, self.batch):
+            self.step(self.x[start:start + self.batch], groups)  # a contiguous row slice: no copy
+        return time.perf_counter() - t0
+
+    def step(self, xb: np.ndarray, groups: int = ALL) -> None:
+        """The products of one step on the batch ``xb``, those of ``groups`` (``FORWARD`` and so on):
+        backward, each layer's weight gradient and then its input gradient, last layer first."""
         mm = np.matmul
         layers, M, G = self.layers, self.M, self.G
         nl = len(layers)
         head = (nl - 2) // 2
-        n = self.x.shape[0] if n is None else n
-        t0 = time.perf_counter()
-        for start in range(0, n, self.batch):
-            xb = self.x[start:start + self.batch]  # a contiguous row slice: no copy
-            w = self.ws[xb.shape[0]]
-            out, d, din = w["out"], w["d"], w["din"]
-            # the input of layer li: x, the previous layer's output, or z (a (B, K) block) after the head
-            inputs = [xb] + [din[head + 1][0] if li == head + 1 else out[li - 1][0] for li in range(1, nl)]
+        w = self.ws[xb.shape[0]]
+        out, d, din = w["out"], w["d"], w["din"]
+        # the input of layer li: x, the previous layer's output, or z (a (B, K) block) after the head
+        inputs = [xb] + [din[head + 1][0] if li == head + 1 else out[li - 1][0] for li in range(1, nl)]
+        if groups & self.FORWARD:
             for li in range(nl):
                 for j in range(layers[li][2]):
                     mm(inputs[li], M[li][j], out=out[li][j])
-            for li in range(-1 if forward_only else nl - 1, -1, -1):
+        weights, below = groups & self.WEIGHT_GRADIENTS, groups & self.INPUT_GRADIENTS
+        if weights or below:
+            for li in range(nl - 1, -1, -1):
                 for j in range(layers[li][2]):
-                    mm(inputs[li].T, d[li], out=G[li][j])
-                    if li:
+                    if weights:
+                        mm(inputs[li].T, d[li], out=G[li][j])
+                    if li and below:
                         mm(d[li], M[li][j].T, out=din[li][j])
-        return time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------------------- one config's runners

@@ -49,6 +49,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
+from bench_epoch import Floor  # noqa: E402
 
 import npvae  # noqa: E402
 from npvae import fused  # noqa: E402
@@ -66,36 +67,10 @@ VARIANTS: dict[str, tuple[int, str]] = {
     "forward_only": (fused.SKIP_INPUT_GRADIENTS | fused.SKIP_BACKWARD_KERNELS | fused.SKIP_SECOND_PHASE,
                      "everything after the loss"),
 }
-#: The floor's groups of products: bit 1 forward, 2 input gradients, 4 weight gradients.
-FLOORS: dict[str, int] = {"floor": 7, "floor_forward": 1, "floor_input_gradients": 2, "floor_weight_gradients": 4}
-
-
-class FloorStep:
-    """The floor's eleven products of one step, or some of its groups, into preallocated arrays."""
-
-    def __init__(self, x: np.ndarray, weights: list[np.ndarray]) -> None:
-        rng = np.random.default_rng(1)
-        self.W = [w.copy() for w in weights]
-        self.xb = np.ascontiguousarray(x[:BATCH])
-        self.z = rng.standard_normal((BATCH, LATENT), dtype=np.float32)
-        self.out = [np.zeros((BATCH, w.shape[1]), np.float32) for w in self.W]
-        self.dx = [np.zeros((BATCH, w.shape[0]), np.float32) for w in self.W]
-        self.dW = [np.zeros_like(w) for w in self.W]
-
-    def inputs(self, li: int) -> np.ndarray:
-        return self.xb if li == 0 else (self.z if li == 2 else self.out[li - 1])
-
-    def __call__(self, groups: int) -> None:
-        W, out = self.W, self.out
-        if groups & 1:
-            for li in range(4):
-                np.matmul(self.inputs(li), W[li], out=out[li])
-        if groups & 2:
-            for li in (3, 2, 1):
-                np.matmul(out[li], W[li].T, out=self.dx[li])
-        if groups & 4:
-            for li in range(4):
-                np.matmul(self.inputs(li).T, out[li], out=self.dW[li])
+#: The floor's groups of products (``bench_epoch.Floor.step``'s bits).
+FLOORS: dict[str, int] = {"floor": Floor.ALL, "floor_forward": Floor.FORWARD,
+                          "floor_input_gradients": Floor.INPUT_GRADIENTS,
+                          "floor_weight_gradients": Floor.WEIGHT_GRADIENTS}
 
 
 class Pieces:
@@ -109,7 +84,7 @@ class Pieces:
             self.step = fused.FusedStep(self.vae, self.opt)
             npvae.train(self.vae, x[:BATCH * 20], epochs=1, batch_size=BATCH, optimizer=self.opt, seed=0)
         self.saved, self.saved_t = [a.copy() for a in self._state()], self.opt.t
-        self.floor = FloorStep(x, [self.vae.params[k] for k in self.vae.params if k.endswith(".W")])
+        self.floor = Floor(x, BATCH, HIDDEN, np.dtype(np.float32))
         self.perm = np.random.default_rng(0).permutation(x.shape[0])
 
     def _state(self) -> list[np.ndarray]:
@@ -148,7 +123,7 @@ class Pieces:
         with _common.limit_threads(self.threads):
             for _ in range(steps):
                 t0 = time.perf_counter()
-                self.floor(groups)
+                self.floor.step(self.x[:BATCH], groups)
                 times.append(time.perf_counter() - t0)
         return statistics.median(times)
 
