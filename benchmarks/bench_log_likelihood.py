@@ -17,7 +17,7 @@ OpenBLAS runs the kernel it picks for this CPU; the output names that kernel
 as threadpoolctl reports it.
 
     python benchmarks/bench_log_likelihood.py                 # 1,000 images, k = 5000, rate extrapolated
-    python benchmarks/bench_log_likelihood.py --n 10000       # the whole test set (about 7 minutes on 2 cores)
+    python benchmarks/bench_log_likelihood.py --n 10000       # the whole test set (197 s on 2 cores, 2026-12-02)
     python benchmarks/bench_log_likelihood.py --threads 1
 
 Output: one JSON line on stdout, then a short summary.
@@ -56,7 +56,6 @@ import npvae  # noqa: E402
 
 DEFAULT_DATA = BENCH_DIR.parents[1] / "shared" / "data" / "mnist"
 TEST_SET = 10_000
-
 
 
 def _cpu() -> str:
