@@ -211,7 +211,7 @@ def reconstructions_figure(vae: VAE, x: np.ndarray, labels: np.ndarray | None = 
     return fig
 
 
-def loss_figure(history: Sequence[dict], val_name: str = "validation") -> Figure:
+def loss_figure(history: Sequence[dict], val_name: str = "validation", bound: str = "negative ELBO") -> Figure:
     """Training and validation losses (nats per example) per epoch.
 
     With ``beta`` 1 in every record (or no ``beta`` key) the loss is the
@@ -220,7 +220,9 @@ def loss_figure(history: Sequence[dict], val_name: str = "validation") -> Figure
     ELBO (``val_nelbo``, reconstruction + KL) is drawn beside them. The axis
     is logarithmic, unless a value is zero or negative (a Gaussian
     likelihood's losses can be): then it is linear, so no point is dropped.
-    ``val_name`` names the held-out set in the legend (e.g. ``"test"``).
+    ``val_name`` names the held-out set in the legend (e.g. ``"test"``), and
+    ``bound`` what the losses are when beta is 1: a model of ``objective="iwae"``
+    trains ``"negative IWAE bound (k samples)"`` (:func:`save_all` says so).
     """
     if len(history) == 0:
         raise ValueError("history is empty: the loss figure needs at least one epoch's record")
@@ -235,7 +237,7 @@ def loss_figure(history: Sequence[dict], val_name: str = "validation") -> Figure
     fig = _figure("loss")
     ax = fig.add_subplot()
     marker = "o" if len(history) <= 30 else None
-    what = "loss" if weighted else "negative ELBO"
+    what = "loss" if weighted else bound
     ax.plot(epochs, train, marker=marker, ms=4, lw=2, color=_CLASS_COLORS[0],
             label=f"training {what} (mean over the epoch's minibatches); last {train[-1]:.1f}")
     curves = [train]
@@ -278,8 +280,9 @@ def loss_figure(history: Sequence[dict], val_name: str = "validation") -> Figure
         ax.set_title(f"Loss curves: the loss minimized, reconstruction + \u03b2 KL (\u03b2 = {b}),\n"
                      "and the negative ELBO, reconstruction + KL (lower is better)")
     else:
-        ax.set_ylabel(f"negative ELBO (nats per example, {scale})")
-        ax.set_title("Loss curves: negative ELBO per epoch (lower is better)")
+        long = bound != "negative ELBO"  # a longer name is in the title: beside the axis it would be cut off
+        ax.set_ylabel(f"nats per example ({scale})" if long else f"{bound} (nats per example, {scale})")
+        ax.set_title(f"Loss curves: {bound} per epoch (lower is better)")
     ax.grid(True, which="both", alpha=0.3)
     fig.legend(loc="outside lower center", fontsize=9)  # below the axes: it never hides a point
     return fig
@@ -459,7 +462,8 @@ def save_all(vae: VAE, history: Sequence[dict], x: np.ndarray, labels: np.ndarra
     makers = {
         "samples": lambda: samples_figure(vae, seed=seed),
         "reconstructions": lambda: reconstructions_figure(vae, x, labels, seed=seed),
-        "loss": lambda: loss_figure(history, val_name),
+        "loss": lambda: loss_figure(history, val_name, bound=(f"negative IWAE bound ({_count(vae.n_samples, 'sample')})"
+                                                             if vae.objective == "iwae" else "negative ELBO")),
         "latent": lambda: latent_figure(vae, x, labels, class_names, seed=seed),
         "manifold": (lambda: manifold_figure(vae)) if vae.latent_dim == 2 else None,
         "interpolation": lambda: interpolation_figure(vae, x, labels, class_names=class_names, seed=seed),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 import npvae
 from npvae import plots  # the project's own module: imported plainly, so that breaking it fails the suite
@@ -47,6 +50,27 @@ def test_loss_figure_with_beta_labels_the_loss_and_draws_the_negative_elbo() -> 
     assert labels[0].startswith("training loss") and labels[1].startswith("validation loss")
     assert labels[2].startswith("validation negative ELBO") and "last 140.0" in labels[2]
     assert "negative ELBO" not in fig.axes[0].get_ylabel()
+
+
+def test_the_loss_curves_of_an_iwae_model_name_its_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model of objective="iwae" trains -L_k: save_all's loss curves say so, not "negative ELBO"."""
+    drawn: list[tuple[str, str, list[str]]] = []  # title, y label, legend: save_all clears each figure it saves
+    real = plots.loss_figure
+
+    def keep(*args: object, **kwargs: object) -> Figure:
+        fig = real(*args, **kwargs)  # type: ignore[arg-type]
+        ax = fig.axes[0]
+        drawn.append((ax.get_title(), ax.get_ylabel(), [t.get_text() for t in fig.legends[0].get_texts()]))
+        return fig
+
+    monkeypatch.setattr(plots, "loss_figure", keep)
+    history = [{"epoch": e, "seconds": 1.0, "beta": 1.0, "train_loss": 300.0 / e, "val_loss": 290.0 / e}
+               for e in (1, 2)]
+    plots.save_all(npvae.VAE(784, (8,), 2, objective="iwae", n_samples=3), history, X[:20], Y[:20], tmp_path)
+    ((title, ylabel, labels),) = drawn
+    assert title == "Loss curves: negative IWAE bound (3 samples) per epoch (lower is better)"
+    assert labels[0].startswith("training negative IWAE bound (3 samples)") and len(labels) == 2
+    assert "ELBO" not in ylabel and not any("ELBO" in label for label in labels)
 
 
 def test_loss_figure_of_no_history_is_a_clear_error() -> None:
