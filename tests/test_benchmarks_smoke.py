@@ -384,3 +384,42 @@ def test_step_breakdown_times_every_product_and_restores_npvae() -> None:
     assert layers.np is np and "step" not in vars(opt)
     assert all(getattr(kernels, name) is f for name, f in before.items())
     assert np.isfinite(vae.evaluate(x[:64]))
+
+
+def test_floor_bound_counts_the_floors_flops() -> None:
+    """The GFLOP/s of ``floor_bound.py`` rest on its count of the floor's work: 2 m n k per product, counted
+    here from the products ``Floor.step`` actually calls, for the default model and a deeper one."""
+    import bench_epoch as E
+    import floor_bound as FB
+
+    for hidden in (400, (64, 32)):
+        floor = E.Floor(np.zeros((40, 784), np.float32), 16, hidden, np.dtype(np.float32))
+        counted: list[int] = []
+
+        def count(a: np.ndarray, b: np.ndarray, out: np.ndarray, counted: list[int] = counted) -> np.ndarray:
+            counted.append(2 * a.shape[0] * a.shape[1] * b.shape[1])
+            return out
+
+        real, E.np.matmul = E.np.matmul, count
+        try:
+            floor.step(floor.x[:16])
+        finally:
+            E.np.matmul = real
+        assert len(counted) == floor.products_per_step
+        assert FB.floor_flops(floor, 16) == sum(counted)
+
+
+def test_floor_bound_reports_the_bound_from_its_own_runs() -> None:
+    proc = _run([str(BENCH / "floor_bound.py"), "--quick", "--random-data"])
+    if proc.returncode != 0 and "OpenBLAS" in proc.stderr:
+        pytest.skip(proc.stderr.strip())
+    assert proc.returncode == 0, proc.stderr
+    (d,) = [x for x in _json_lines(proc.stdout) if x["kind"] == "floor_bound"]
+    runs = d["runs_ms"]
+    assert set(runs) == set(d["median_ms"]) and all(len(v) == 2 and all(_positive(t) for t in v)
+                                                     for v in runs.values())
+    bound = statistics.median((f + a) / f for f, a in zip(runs["floor"], runs["adam_after_products"], strict=True))
+    assert d["bound"] == pytest.approx(bound)
+    assert d["weights"] == 784 * 400 + 400 * 40 + 20 * 400 + 400 * 784
+    assert all(_positive(v) for v in d["gflops"].values()) and d["blas_kernel"]
+    assert f"floor + Adam = {d['bound']:.3f} x floor" in proc.stdout
