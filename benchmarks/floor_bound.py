@@ -244,7 +244,7 @@ def table(s: dict[str, Any], threads: int) -> str:
         "",
         f"The floor runs at {gf['floor'] / gf['big']:.2f} of the large product's rate "
         f"({gf['floor_1_thread'] / gf['big_1_thread']:.2f} on 1 thread).",
-        f"Adam after the products: {s['adam_after_products_over_floor']:.3f} x floor; "
+        f"Adam after the products: {s['adam_after_products_over_floor']:.3f} x floor.",
         f"floor + Adam = {s['bound']:.3f} x floor (goal {GOAL}), with nothing else in the step.",
         f"One product per core takes {s['pair_over_split']:.3f} x the time of splitting both.",
     ]
