@@ -11,20 +11,26 @@ float32, 2 threads):
   GFLOP/s, against one large product (2048 x 2048 x 2048) on the same
   threads: how much faster any product code could run. Also on 1 thread.
 * ``adam``: npvae's Adam kernel (``kernels.adam_update``) over the default
-  model's 652,824 weights, split over the cores by rows as the fused step
-  splits it, timed twice: right after the same pass (its arrays warm in the
-  cache) and right after one step of the floor's products (its arrays as a
-  training step leaves them). ``bound`` is (floor + Adam after the products)
-  / floor: what a step would take if the products ran at the floor's speed
-  and everything else (loss, activations, KL, gathers) took no time at all.
+  model's 651,200 weights, one flat array with half of it on each core
+  (the fused step gives each core half of every matrix's rows: the same
+  share). It is timed right after the same pass (its arrays warm in the
+  cache) and right after one step of the floor's products (its arrays as
+  a training step leaves them). There the products run on one BLAS
+  thread, since OpenBLAS's second worker would keep spinning on the core
+  Adam needs, and a pass over a few elements wakes Numba's workers first,
+  as they are awake inside a step. ``bound`` is (floor + Adam after the
+  products) / floor: what a step would take if the products ran at the
+  floor's speed and everything else (loss, activations, KL, gathers) took
+  no time at all.
 * ``pair``: the output layer's two backward products, ``d W^T`` and
   ``h^T d``, each on one core at once (as a step that gives each core its
   own products would run them), against each split over both cores (what
   the fused step does); ``pair_over_split`` above 1 means splitting wins.
+  Both arrangements are checked against NumPy's products before timing.
 
 Every figure is the median over ``--rounds`` rounds (25), the pieces taken
-in a shuffled order within a round, each after 0.1 s of idling; ``bound`` and ``pair_over_split`` are medians of
-ratios within a round.
+in a shuffled order within a round, each after 0.1 s of idling; ``bound``
+and ``pair_over_split`` are medians of ratios within a round.
 
     python benchmarks/floor_bound.py
     python benchmarks/floor_bound.py --quick      # smoke run (numbers not meaningful)
@@ -141,7 +147,7 @@ def measure(x: np.ndarray, rounds: int, reps: int, threads: int, settle: float) 
     addr, wide = blas.gemm[DTYPE], bool(blas.wide)
 
     for split in (False, True):  # both arrangements compute the output layer's two gradients
-        with threadpool_one(blas):
+        with blas.one_thread():
             backward_pair(addr, wide, split, d, w, h, dh, dw)
         for got, want in ((dh, d @ w.T), (dw, h.T @ d)):
             err = float(np.abs(got - want).max() / np.abs(want).max())
@@ -152,7 +158,7 @@ def measure(x: np.ndarray, rounds: int, reps: int, threads: int, settle: float) 
     def adam_after_products() -> float:
         times = []
         for _ in range(reps):
-            with threadpool_one(blas):  # the BLAS's spinning workers would hold a core Adam needs (README)
+            with blas.one_thread():  # the BLAS's spinning workers would hold a core Adam needs (README)
                 floor.step(xb)
             adam_split(threads, *wake, args)  # Numba's workers awake, as inside a step: time Adam, not a wake-up
             t0 = time.perf_counter()
@@ -161,14 +167,14 @@ def measure(x: np.ndarray, rounds: int, reps: int, threads: int, settle: float) 
         return statistics.median(times)
 
     def pair(split: bool) -> float:
-        with threadpool_one(blas):
+        with blas.one_thread():
             return median_seconds(lambda: backward_pair(addr, wide, split, d, w, h, dh, dw), reps)
 
     pieces: dict[str, Callable[[], float]] = {
         "floor": lambda: median_seconds(lambda: floor.step(xb), reps),
         "big": lambda: median_seconds(lambda: np.matmul(big[0], big[1], out=big[2]), max(1, reps // 10)),
-        "floor_1_thread": lambda: one_thread(lambda: median_seconds(lambda: floor.step(xb), reps)),
-        "big_1_thread": lambda: one_thread(lambda: median_seconds(lambda: np.matmul(big[0], big[1], out=big[2]),
+        "floor_1_thread": lambda: on_one_thread(lambda: median_seconds(lambda: floor.step(xb), reps)),
+        "big_1_thread": lambda: on_one_thread(lambda: median_seconds(lambda: np.matmul(big[0], big[1], out=big[2]),
                                                                   max(1, reps // 10))),
         "adam_warm": lambda: median_seconds(lambda: adam_split(threads, p, g, m, v, args), reps),
         "adam_after_products": adam_after_products,
@@ -188,23 +194,10 @@ def measure(x: np.ndarray, rounds: int, reps: int, threads: int, settle: float) 
     return {"runs": runs, "floor_flops": floor_flops(floor, BATCH), "big_flops": 2 * BIG ** 3, "weights": n_weights}
 
 
-def one_thread(fn: Callable[[], float]) -> float:
+def on_one_thread(fn: Callable[[], float]) -> float:
+    """``fn()`` with one thread for the BLAS and for Numba."""
     with _common.limit_threads(1):
         return fn()
-
-
-class threadpool_one:
-    """NumPy's BLAS on one thread inside (the products are then split by Numba's threads)."""
-
-    def __init__(self, blas: Any) -> None:
-        self.blas = blas
-
-    def __enter__(self) -> None:
-        self.saved = self.blas.get_num_threads()
-        self.blas.set_num_threads(1)
-
-    def __exit__(self, *exc: object) -> None:
-        self.blas.set_num_threads(self.saved)
 
 
 def summarize(m: dict[str, Any]) -> dict[str, Any]:

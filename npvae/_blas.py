@@ -16,7 +16,9 @@ compiled step cacheable and its calls cheap.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +48,16 @@ class Blas:
 
     def set_num_threads(self, n: int) -> None:
         self._set_threads(n)
+
+    @contextlib.contextmanager
+    def one_thread(self) -> Iterator[None]:
+        """This BLAS on one thread in the body, its thread count restored after."""
+        threads = self.get_num_threads()
+        self.set_num_threads(1)
+        try:
+            yield
+        finally:
+            self.set_num_threads(threads)
 
 
 _found: list[Blas | None] = []

@@ -477,12 +477,8 @@ class FusedStep:
         around a run of steps, not per step: OpenBLAS may stop and restart its
         threads when the count changes.
         """
-        threads = self.blas.get_num_threads()
-        self.blas.set_num_threads(1)
-        try:
+        with self.blas.one_thread():
             yield
-        finally:
-            self.blas.set_num_threads(threads)
 
     def __call__(self, src: np.ndarray, idx: np.ndarray, gather_scale: Any, rng: np.random.Generator
                  ) -> tuple[float, float]:
